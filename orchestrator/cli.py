@@ -1,0 +1,368 @@
+"""`sweep`: launch compression sweeps, inspect them, and export the best student."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
+console = Console()
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ROOT = typer.Option(Path("mlruns"), "--root", help="local store: Optuna journal, MLflow sqlite, caches, trial folders")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default a journal under --root")
+TRACKING = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under --root")
+
+
+def _log(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load_spec(path: Path):
+    from orchestrator.spec import SpecError, load_sweep
+
+    try:
+        return load_sweep(path)
+    except SpecError as exc:
+        _fail(str(exc))
+
+
+def _study_and_tracker(study_name: str, storage: Optional[str], tracking_uri: Optional[str], root: Path):
+    from orchestrator.spec import SpecError
+    from orchestrator.study import default_storage_url, load_study, open_storage
+    from orchestrator.tracking import Tracker, resolve_tracking_uri
+
+    url = storage or default_storage_url(root)
+    try:
+        study = load_study(study_name, open_storage(url, root))
+    except SpecError as exc:
+        _fail(str(exc))
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or study.user_attrs.get("tracking_uri") or resolve_tracking_uri(None, None, root)
+    return study, Tracker(uri, root), url
+
+
+def _progress_updater(ctx, progress: Progress, task) -> callable:
+    from orchestrator.study import counts
+
+    def update() -> None:
+        c = counts(ctx.study)
+        best = ""
+        done = [t for t in ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if done:
+            acc = max(t.user_attrs.get("metrics", {}).get("accuracy", 0.0) for t in done)
+            fast = min(t.user_attrs.get("metrics", {}).get("latency_ms", float("inf")) for t in done)
+            best = f" | best accuracy {acc:.4f}, fastest {fast:.2f} ms"
+        progress.update(task, completed=c["complete"] + c["fail"],
+                        description=f"trials: {c['complete']} done, {c['running']} running, {c['fail']} failed, {c['waiting']} queued{best}")
+
+    return update
+
+
+def _run(ctx, workers: Optional[int], title: str) -> bool:
+    """Run worker threads with a progress bar; False when interrupted."""
+    from orchestrator.runner import run_workers
+    from orchestrator.workers import default_workers, placements
+
+    n = workers or default_workers()
+    places = placements(n)
+    _log(f"{n} worker(s): " + "; ".join(f"cores {p.cores}" + (f", GPU {p.gpu}" if p.gpu else "") for p in places))
+    stop = threading.Event()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(title, total=ctx.spec.n_trials)
+        try:
+            run_workers(ctx, places, stop=stop, log=_log, progress=_progress_updater(ctx, progress, task))
+        except KeyboardInterrupt:
+            return False
+    return True
+
+
+def _finish(ctx, *, interrupted: bool, export: bool) -> None:
+    from orchestrator.export import export_trial
+    from orchestrator.report import pareto_plot, pareto_table
+    from orchestrator.runner import tag_pareto, work_dir
+    from orchestrator.study import counts
+    from orchestrator.tracking import FINISHED, KILLED
+
+    front = tag_pareto(ctx)
+    plot = pareto_plot(ctx.study, ctx.spec.objectives, work_dir(ctx.root, ctx.spec.name) / "pareto.html")
+    if plot:
+        ctx.tracker.log_artifacts(ctx.parent_run_id, plot)
+    c = counts(ctx.study)
+    ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"]})
+    ctx.tracker.end(ctx.parent_run_id, KILLED if interrupted else FINISHED)
+    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"))
+    console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
+    exported = None
+    if export and front:
+        out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
+        try:
+            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)
+            exported = out
+            _log(f"exported trial {doc['trial']} (pick: {ctx.spec.export.pick}) to {out}/ (config.yaml, model/)")
+        except ValueError as exc:
+            _log(f"not exported: {exc}")
+    console.print("\n[bold]Where to look[/bold]")
+    root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
+    console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
+    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
+    console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
+    if exported:
+        console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
+    if interrupted:
+        console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")
+
+
+@app.command()
+def launch(
+    sweep_file: Path = typer.Argument(..., help="sweep YAML (see sweeps/grid.yaml)"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="parallel trials on this machine (default: one per GPU, else 1)"),
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    root: Path = ROOT,
+    export: bool = typer.Option(True, help="export the picked trial when the sweep ends"),
+) -> None:
+    """Run (or resume) the sweep a file describes; ends with the Pareto table and an export."""
+    from orchestrator.session import open_context
+    from orchestrator.spec import SpecError
+    from orchestrator.study import enqueue_grid, grid_points, storage_lock
+
+    spec = _load_spec(sweep_file)
+    t0 = time.time()
+    _log(f"sweep {spec.name}: {spec.n_trials} trials, sampler {spec.sampler.type}, objectives "
+         + ", ".join(f"{o.direction} {o.key}" for o in spec.objectives))
+    try:
+        ctx = open_context(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
+    except SpecError as exc:
+        _fail(str(exc))
+    console.print(ctx.prepared.data_report_text, highlight=False)
+    if spec.sampler.type == "grid":
+        with storage_lock(ctx.storage_url, root):
+            queued = enqueue_grid(ctx.study, spec)
+        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running")
+    finished = _run(ctx, workers, f"sweep {spec.name}")
+    _finish(ctx, interrupted=not finished, export=export)
+    _log(f"wall time {time.time() - t0:.0f} s")
+    if not finished:
+        raise typer.Exit(130)
+
+
+@app.command()
+def worker(
+    study_name: str = typer.Argument(..., help="the study to join"),
+    storage: str = typer.Option(..., "--storage", help="the study's storage URL (e.g. postgresql://user@host/db)"),
+    tracking_uri: Optional[str] = TRACKING,
+    workers: Optional[int] = typer.Option(None, "--workers", "-w"),
+    root: Path = ROOT,
+) -> None:
+    """Join a running study from this machine and run its trials until the budget is used."""
+    from orchestrator.session import open_context, spec_from_study
+    from orchestrator.spec import SpecError
+
+    try:
+        spec = spec_from_study(study_name, storage, root)
+        ctx = open_context(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log)
+    except SpecError as exc:
+        _fail(str(exc))
+    if not _run(ctx, workers, f"worker on {study_name}"):
+        raise typer.Exit(130)
+
+
+@app.command()
+def retry(
+    study_name: str,
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    workers: Optional[int] = typer.Option(None, "--workers", "-w"),
+    root: Path = ROOT,
+) -> None:
+    """Queue every failed trial's parameters again, run them, and show the new front."""
+    from orchestrator.session import open_context, spec_from_study
+    from orchestrator.spec import SpecError
+    from orchestrator.study import default_storage_url, retry_failed, storage_lock
+
+    url = storage or default_storage_url(root)
+    try:
+        spec = spec_from_study(study_name, url, root)
+        ctx = open_context(spec, storage_url=url, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
+    except SpecError as exc:
+        _fail(str(exc))
+    with storage_lock(url, root):
+        queued = retry_failed(ctx.study)
+    _log(f"{queued} failed trial(s) queued again")
+    finished = _run(ctx, workers, f"retry {study_name}")
+    _finish(ctx, interrupted=not finished, export=False)
+
+
+@app.command()
+def trial(
+    config: Path = typer.Argument(..., help="a trial config YAML (e.g. exports/NAME/trial_config.yaml)"),
+    output_dir: Optional[Path] = typer.Option(None, help="override where the model and result.json go"),
+) -> None:
+    """Run one trial alone, without a study or MLflow, and print its metrics."""
+    import yaml
+    from pydantic import ValidationError
+
+    from trainers.config import TrialConfig
+    from trainers.trial import run_trial
+
+    if not config.is_file():
+        _fail(f"{config}: no such trial config")
+    try:
+        cfg = TrialConfig.model_validate(yaml.safe_load(config.read_text()))
+    except ValidationError as exc:
+        _fail("\n".join(f"{config}: field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    if output_dir:
+        cfg = cfg.model_copy(update={"output_dir": output_dir})
+    result = run_trial(cfg, log=_log)
+    for key in sorted(result.metrics):
+        console.print(f"{key:40s} {result.metrics[key]:.6g}", highlight=False)
+    console.print(f"result: {cfg.output_dir / 'result.json'}; model: {result.model_dir}")
+
+
+@app.command()
+def status(
+    study_name: Optional[str] = typer.Argument(None, help="omit to list every study"),
+    storage: Optional[str] = STORAGE,
+    root: Path = ROOT,
+) -> None:
+    """A table of a study's trials (or of all studies in the storage)."""
+    import optuna
+    from rich.table import Table
+
+    from orchestrator.report import trials_table
+    from orchestrator.study import default_storage_url, open_storage
+
+    url = storage or default_storage_url(root)
+    if study_name is None:
+        table = Table(title=f"studies in {url}")
+        for col in ("study", "trials", "complete", "failed", "running", "started"):
+            table.add_column(col)
+        storage_obj = open_storage(url, root)
+        for s in optuna.get_all_study_summaries(storage_obj):
+            trials = optuna.load_study(study_name=s.study_name, storage=storage_obj).get_trials(deepcopy=False)
+            n = lambda st: str(sum(t.state.name == st for t in trials))  # noqa: E731
+            table.add_row(s.study_name, str(len(trials)), n("COMPLETE"), n("FAIL"), n("RUNNING"), str(s.datetime_start or "-"))
+        console.print(table)
+        return
+    study, _, _ = _study_and_tracker(study_name, storage, None, root)
+    console.print(trials_table(study))
+
+
+@app.command()
+def pareto(
+    study_name: str,
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    root: Path = ROOT,
+    open_plot: bool = typer.Option(False, "--open", help="open the interactive plot in a browser"),
+) -> None:
+    """The non-dominated trials with their deltas against the teacher, plus an offline plot."""
+    from orchestrator.report import pareto_plot, pareto_table
+    from orchestrator.runner import work_dir
+    from orchestrator.spec import SweepSpec
+
+    study, tracker, _ = _study_and_tracker(study_name, storage, tracking_uri, root)
+    spec = SweepSpec.model_validate(study.user_attrs["spec"])
+    front = study.best_trials
+    console.print(pareto_table(front, study.user_attrs.get("baseline_metrics", {}), f"Pareto front of {study_name}"))
+    plot = pareto_plot(study, spec.objectives, work_dir(root, study_name) / "pareto.html")
+    if plot:
+        parent = study.user_attrs.get("mlflow_parent_run_id")
+        if parent:
+            tracker.log_artifacts(parent, plot)
+        console.print(f"interactive plot: {plot}")
+        if open_plot:
+            import webbrowser
+
+            webbrowser.open(plot.resolve().as_uri())
+
+
+@app.command()
+def export(
+    study_name: str,
+    pick: Optional[str] = typer.Option(None, "--pick", help="fastest | most_accurate | smallest | lightest | greenest | trial:N (default: the sweep's export.pick, 'fastest')"),
+    out: Optional[Path] = typer.Option(None, "--out", help="default exports/STUDY"),
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    root: Path = ROOT,
+) -> None:
+    """Write the picked trial's config, metrics, MLflow run id, reproduce command and model."""
+    from orchestrator.export import export_trial
+    from orchestrator.spec import SweepSpec
+
+    study, tracker, _ = _study_and_tracker(study_name, storage, tracking_uri, root)
+    spec = SweepSpec.model_validate(study.user_attrs["spec"])
+    src = study.user_attrs.get("spec_source")
+    spec.source = Path(src) if src else None
+    rule = pick or spec.export.pick
+    out = out or Path(spec.export.dir or f"exports/{study_name}")
+    try:
+        doc = export_trial(study, spec, tracker, rule=rule, out_dir=out)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"exported trial {doc['trial']} ({rule}) of {study_name} -> {out}/config.yaml, {out}/model/")
+    for key in ("accuracy", "macro_f1", "latency_ms", "memory_mb", "params_total", "emissions_kg_co2e"):
+        if key in doc["metrics"]:
+            console.print(f"  {key:20s} {doc['metrics'][key]:.6g}")
+    console.print(f"  reproduce: {doc['reproduce']}")
+
+
+@app.command()
+def measure(
+    model_dir: Path = typer.Argument(..., help="a saved model folder (teacher cache, export's model/)"),
+    sweep_file: Path = typer.Option(..., "--sweep", help="the sweep whose data (test split) and measure settings to use"),
+    precision: Optional[str] = typer.Option(None, help="default: the precision the model was exported with"),
+    root: Path = ROOT,
+) -> None:
+    """Measure any saved model with the code path trials use, and print the same metrics."""
+    from trainers.trial import measure_saved
+
+    spec = _load_spec(sweep_file)
+    if not model_dir.is_dir():
+        _fail(f"{model_dir}: no such model folder")
+    measured, _, used = measure_saved(model_dir, spec.data, spec.base_dir, spec.measure, max_seq_len=spec.training.max_seq_len,
+                                      cache_dir=(root / "cache" / "data").resolve(), batch_size=spec.training.eval_batch_size,
+                                      precision=precision)
+    console.print(f"{model_dir} measured in {used}:")
+    for key in sorted(measured.metrics):
+        console.print(f"  {key:40s} {measured.metrics[key]:.6g}", highlight=False)
+    for key in ("measure_device", "measure_threads", "hw_cpu_model", "accuracy_scope"):
+        if key in measured.tags:
+            console.print(f"  [dim]{key}: {measured.tags[key]}[/dim]", highlight=False)
+
+
+@app.command()
+def ui(
+    root: Path = ROOT,
+    tracking_uri: Optional[str] = TRACKING,
+    host: str = typer.Option("127.0.0.1", help="bind address; only widen it on a trusted network"),
+    port: int = typer.Option(5000),
+) -> None:
+    """Start the MLflow UI on the sweep's tracking store (127.0.0.1 unless told otherwise)."""
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, None, root)
+    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", (root / "artifacts").resolve().as_uri()]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,260 @@
+"""The sweep file: parsed once, at the edge, into typed and validated models.
+
+Every error names the file, the field and what was expected, and is raised before anything runs,
+so a typo never costs a half-finished study.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainers.config import TrainingConfig
+from trainers.data.config import DataConfig
+from trainers.measure.config import MeasureConfig
+from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
+from trainers.pruning.config import PruningConfig
+from trainers.teacher import TeacherConfig
+
+DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision")
+
+# Friendly objective names -> the metric each one reads (metric names carry their units).
+METRIC_ALIASES = {
+    "accuracy": "accuracy",
+    "f1": "macro_f1",
+    "latency": "latency_ms",
+    "memory": "memory_mb",
+    "emissions": "emissions_kg_co2e",
+    "energy": "energy_kwh",
+    "params": "params_total",
+    "size": "model_size_mb",
+}
+
+
+class SpecError(ValueError):
+    """A sweep file that cannot run; the message says where and what was expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(Strict):
+    """A sampled interval; `step` makes it discrete, `log` samples on a log scale."""
+
+    low: float
+    high: float
+    step: float | None = Field(None, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+        return self
+
+
+Numeric = Union[list[float], Range, float]
+
+
+class SearchSpace(Strict):
+    """Each dimension is a list (grid / categorical), a range (sampled) or one fixed value."""
+
+    pruning_ratio: Numeric = [0.0]
+    distill_temperature: Numeric = [1.0]
+    distill_alpha: Numeric = [0.0]
+    precision: list[str] | str = ["fp32"]
+
+    @field_validator("pruning_ratio", "distill_temperature", "distill_alpha", "precision", mode="after")
+    @classmethod
+    def _as_list(cls, v):
+        if isinstance(v, (int, float, str)):
+            return [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list leaves nothing to search; give at least one value")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SearchSpace":
+        bounds = {"pruning_ratio": (0.0, 0.95), "distill_alpha": (0.0, 1.0), "distill_temperature": (1e-3, 100.0)}
+        for name, (lo, hi) in bounds.items():
+            value = getattr(self, name)
+            values = [value.low, value.high] if isinstance(value, Range) else value
+            bad = [v for v in values if not lo <= v <= hi]
+            if bad:
+                raise ValueError(f"{name}: {bad} outside the allowed [{lo}, {hi}]")
+        unknown = [p for p in self.precision if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"precision: {unknown} unknown; expected any of {list(PRECISIONS)}")
+        return self
+
+    def is_grid(self) -> bool:
+        return all(isinstance(getattr(self, d), list) for d in DIMENSIONS)
+
+    def grid(self) -> list[dict]:
+        """Every combination, in a stable order (the order grid points are run)."""
+        values = [getattr(self, d) for d in DIMENSIONS]
+        return [dict(zip(DIMENSIONS, combo)) for combo in itertools.product(*values)]
+
+
+class Objective(Strict):
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+    @property
+    def key(self) -> str:
+        return METRIC_ALIASES.get(self.metric, self.metric)
+
+
+class Constraint(Strict):
+    """A bound on a metric, absolute or relative to the teacher (the baseline run)."""
+
+    metric: str
+    max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point)")
+    max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "Constraint":
+        given = [k for k in ("max_drop", "max_ratio", "max", "min") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of max_drop, max_ratio, max, min (got {given or 'none'})")
+        return self
+
+    @property
+    def key(self) -> str:
+        return METRIC_ALIASES.get(self.metric, self.metric)
+
+    @property
+    def label(self) -> str:
+        kind = next(k for k in ("max_drop", "max_ratio", "max", "min") if getattr(self, k) is not None)
+        return f"{self.metric}_{kind}"
+
+
+class Sampler(Strict):
+    type: Literal["grid", "random", "tpe", "nsga2"] = "grid"
+    seed: int = 0
+    population_size: int | None = Field(None, ge=2, description="nsga2 only")
+
+
+class Budget(Strict):
+    n_trials: int | None = Field(None, ge=1, description="default: the grid's size (grid) or 20")
+    timeout_minutes: float | None = Field(None, gt=0, description="stop asking for new trials after this")
+    trial_timeout_minutes: float | None = Field(None, gt=0, description="a trial running longer is killed (FAILED)")
+    max_retries: int = Field(1, ge=0, description="re-runs of a failed trial (dead worker, crash) before it is left")
+
+
+class Tracking(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite under mlruns/")
+    experiment: str | None = Field(None, description="default: the sweep's name")
+
+
+class ExportConfig(Strict):
+    pick: str = Field("fastest", description="fastest | most_accurate | smallest | greenest | trial:N")
+    dir: str | None = Field(None, description="default: exports/<study>")
+
+
+class SweepSpec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study and experiment name")
+    description: str = ""
+    teacher: TeacherConfig
+    data: DataConfig
+    training: TrainingConfig = TrainingConfig()
+    pruning: PruningConfig = PruningConfig()
+    measure: MeasureConfig = MeasureConfig()
+    search_space: SearchSpace = SearchSpace()
+    sampler: Sampler = Sampler()
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="accuracy", direction="maximize"), Objective(metric="latency", direction="minimize")],
+        min_length=1,
+    )
+    constraints: list[Constraint] = []
+    budget: Budget = Budget()
+    storage: str | None = Field(None, description="Optuna storage URL; default a journal file under mlruns/")
+    tracking: Tracking = Tracking()
+    export: ExportConfig = ExportConfig()
+
+    # Filled by load_sweep, not by the user.
+    source: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> "SweepSpec":
+        if self.sampler.type == "grid" and not self.search_space.is_grid():
+            ranged = [d for d in DIMENSIONS if not isinstance(getattr(self.search_space, d), list)]
+            raise ValueError(f"sampler grid needs a list of values for every dimension; {ranged} are ranges")
+        names = [o.key for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objectives: duplicate metric in {names}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def n_trials(self) -> int:
+        if self.budget.n_trials is not None:
+            return self.budget.n_trials
+        return len(self.search_space.grid()) if self.sampler.type == "grid" else 20
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def load_sweep(path: str | Path, *, check_hardware: bool = True) -> SweepSpec:
+    """Read and validate a sweep file; raise SpecError naming file, field and expectation."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such sweep file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of sections (name, teacher, data, ...), got {type(raw).__name__}")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: field {_where(e['loc'])}: {e['msg']}" + _got(e) for e in exc.errors()]
+        raise SpecError("\n".join(lines)) from None
+    spec.source = path.resolve()
+    if check_hardware:
+        check_precisions(spec, path)
+    return spec
+
+
+def _got(error: dict) -> str:
+    if error["type"] in {"missing"}:
+        return ""
+    value = error.get("input")
+    text = repr(value)
+    return f" (got {text[:80]})" if not isinstance(value, dict) else ""
+
+
+def check_precisions(spec: SweepSpec, path: Path | str = "sweep") -> None:
+    """Refuse precisions the hardware cannot run, before any trial starts."""
+    try:
+        device = resolve_device(spec.training.device)
+    except ValueError as exc:
+        raise SpecError(f"{path}: field training.device: {exc}") from None
+    problems = [f"{p}: {r}" for p in spec.search_space.precision if (r := unsupported_reason(p, device))]
+    if problems:
+        raise SpecError(
+            f"{path}: field search_space.precision: cannot run on this machine ({device}): " + "; ".join(problems)
+        )

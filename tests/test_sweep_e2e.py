@@ -1,0 +1,133 @@
+"""The whole path on a tiny real model: launch -> trials -> MLflow -> pareto -> export -> re-run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import sweep_cli, sweep_doc, write_sweep
+from orchestrator.study import default_storage_url, open_storage
+
+
+def _runs(root: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _study(root: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(default_storage_url(root), root))
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, tiny_encoder):
+    from conftest import make_topics_csv
+
+    work = tmp_path_factory.mktemp("e2e")
+    data = make_topics_csv(work / "topics.csv")
+    sweep = write_sweep(work, sweep_doc(tiny_encoder, data))
+    proc = sweep_cli("launch", str(sweep), cwd=work)
+    return work, sweep, proc
+
+
+def test_launch_logs_parent_baseline_and_one_child_per_trial(launched):
+    work, _, proc = launched
+    client, runs = _runs(work / "mlruns", "tiny")
+    roles = [r.data.tags["sweep.role"] for r in runs]
+    assert sorted(roles) == ["baseline", "study", "trial", "trial", "trial", "trial"]
+    parent = next(r for r in runs if r.data.tags["sweep.role"] == "study")
+    assert parent.info.status == "FINISHED"
+    assert "sweep.git_commit" in parent.data.tags and "sw.torch" in parent.data.tags
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep", "data_report.json", "pareto.html"} <= artifacts
+    study = _study(work / "mlruns", "tiny")
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
+    for run in runs:
+        if run.data.tags["sweep.role"] == "study":
+            continue
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        m = run.data.metrics
+        for key in ("accuracy", "macro_f1", "latency_ms", "latency_ms_p50_bs1", "latency_ms_p50_bs8", "memory_mb",
+                    "params_total", "energy_kwh_infer", "emissions_kg_co2e_infer"):
+            assert key in m, key
+        assert m["latency_ms"] > 0 and m["memory_mb"] > 0 and m["energy_kwh_infer"] > 0
+        if run.data.tags["sweep.role"] == "trial":
+            trial = by_run[run.info.run_id]
+            assert run.info.status == "FINISHED" and trial.state.name == "COMPLETE"
+            assert float(run.data.params["pruning_ratio"]) == trial.params["pruning_ratio"]
+            assert m["accuracy"] == trial.values[0] and m["latency_ms"] == trial.values[1]
+            assert "speedup" in m and "delta_accuracy_points" in m
+            assert "emissions_kg_co2e_train" in m and "energy_kwh_train" in m
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"trial_config.yaml", "result.json", "per_class_f1.json", "model"} <= names
+    # Pruning really removed weights: the 0.5 students are smaller than the 0.0 ones.
+    sizes = {(t.params["pruning_ratio"]): t.user_attrs["metrics"]["params_encoder"] for t in study.trials}
+    assert sizes[0.5] < 0.6 * sizes[0.0]
+    assert "Pareto front of tiny" in proc.stdout and "sweep ui" in proc.stdout and "exports/tiny" in proc.stdout
+
+
+def test_pareto_tags_and_command(launched):
+    work, _, _ = launched
+    study = _study(work / "mlruns", "tiny")
+    front = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
+    _, runs = _runs(work / "mlruns", "tiny")
+    trials = [r for r in runs if r.data.tags["sweep.role"] == "trial"]
+    assert {r.info.run_id for r in trials if r.data.tags.get("sweep.pareto_front") == "true"} == front
+    out = sweep_cli("pareto", "tiny", cwd=work).stdout
+    assert "teacher" in out and "pareto.html" in out
+    for t in study.best_trials:
+        assert f"\n {t.number} " in out or f" {t.number}  " in out
+
+
+def test_export_metrics_equal_the_mlflow_run_and_the_config_reproduces(launched):
+    work, _, _ = launched
+    out = work / "exported"
+    sweep_cli("export", "tiny", "--pick", "most_accurate", "--out", str(out), cwd=work)
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    client, _ = _runs(work / "mlruns", "tiny")
+    run = client.get_run(doc["mlflow"]["run_id"])
+    assert doc["metrics"] == run.data.metrics
+    assert set(doc["hyperparameters"]) == {"pruning_ratio", "distill_temperature", "distill_alpha", "precision"}
+    assert (out / "model" / "config.json").exists() and (out / "model" / "model.safetensors").exists()
+    assert doc["reproduce"].startswith("sweep trial ")
+    rerun = sweep_cli(*doc["reproduce"].split()[1:], cwd=work)
+    result = json.loads((out / "reproduced" / "result.json").read_text())
+    assert result["metrics"]["accuracy"] == doc["metrics"]["accuracy"], rerun.stdout[-2000:]
+    assert result["metrics"]["params_total"] == doc["metrics"]["params_total"]
+
+
+def test_relaunch_resumes_without_running_any_grid_point_twice(launched):
+    work, sweep, _ = launched
+    before = len(_study(work / "mlruns", "tiny").trials)
+    proc = sweep_cli("launch", str(sweep), "--no-export", cwd=work)
+    assert "0 point(s) queued" in proc.stdout
+    study = _study(work / "mlruns", "tiny")
+    assert len(study.trials) == before
+    points = [json.dumps(t.params, sort_keys=True) for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(points) == len(set(points)) == 4
+    _, runs = _runs(work / "mlruns", "tiny")
+    assert sum(r.data.tags["sweep.role"] == "study" for r in runs) == 1
+    assert sum(r.data.tags["sweep.role"] == "baseline" for r in runs) == 1
+
+
+def test_status_lists_trials(launched):
+    work, _, _ = launched
+    out = sweep_cli("status", "tiny", cwd=work).stdout
+    assert out.count("COMPLETE") == 4
+    assert "tiny" in sweep_cli("status", cwd=work).stdout
+
+
+def test_changed_sweep_file_is_refused_for_an_existing_study(launched):
+    work, sweep, _ = launched
+    doc = yaml.safe_load(sweep.read_text())
+    doc["training"]["epochs"] = 5
+    changed = write_sweep(work, doc, "changed.yaml")
+    proc = sweep_cli("launch", str(changed), cwd=work, check=False)
+    assert proc.returncode == 2
+    assert "changes ['training']" in proc.stdout

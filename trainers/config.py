@@ -1,0 +1,56 @@
+"""The typed configuration of one trial: everything `run_trial` needs, nothing about how it was chosen.
+
+A trial config is self-contained (teacher, data, budget, compression settings, measurement
+settings, output folder), so `sweep trial config.yaml` reproduces a trial without any study.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainers.data.config import DataConfig
+from trainers.measure.config import MeasureConfig
+from trainers.pruning.config import PruningConfig
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingConfig(Strict):
+    """The student's training budget (the teacher's fine-tune has its own, under `teacher:`)."""
+
+    epochs: float = Field(3, gt=0, description="passes over the training split (fractions allowed)")
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear LR warm-up, fraction of steps")
+    max_seq_len: int = Field(128, ge=8, le=4096, description="tokens per text; longer texts are truncated")
+    eval_batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+
+class TrialConfig(Strict):
+    """One point of the compression space, ready to run."""
+
+    name: str = "trial"
+    teacher_dir: str = Field(description="the prepared teacher classifier (a model folder or hub id)")
+    teacher_logits: Path | None = Field(
+        None, description="cached fp32 teacher logits on the training split; live teacher forward when absent"
+    )
+    data: DataConfig
+    data_base_dir: Path = Field(Path("."), description="relative data paths resolve against this folder")
+    cache_dir: Path = Field(Path("mlruns/cache"), description="tokenised-data cache shared by trials")
+    training: TrainingConfig = TrainingConfig()
+    pruning: PruningConfig = PruningConfig()
+    measure: MeasureConfig = MeasureConfig()
+    pruning_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    distill_temperature: float = Field(1.0, gt=0.0)
+    distill_alpha: float = Field(0.0, ge=0.0, le=1.0, description="0 = no distillation (no teacher forward)")
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    output_dir: Path = Path("trial-output")
+    save_model: bool = True

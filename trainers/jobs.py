@@ -1,0 +1,65 @@
+"""Typed job and result documents exchanged between the orchestrator and a worker process (JSON files).
+
+They are the whole contract across the process boundary: the orchestrator writes a job, runs
+`python -m trainers.worker KIND JOB RESULT`, and reads the result, whatever happened in between.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainers.config import TrainingConfig, TrialConfig
+from trainers.data.config import DataConfig
+from trainers.measure.config import MeasureConfig
+from trainers.teacher import TeacherConfig
+
+
+class PrepareJob(BaseModel):
+    """Validate the data, tokenise it, build (or find) the teacher, and measure it as the baseline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: TeacherConfig
+    teacher_ref: str
+    data: DataConfig
+    data_base_dir: Path
+    training: TrainingConfig
+    measure: MeasureConfig
+    cache_dir: Path
+    measure_baseline: bool = True
+    output_dir: Path
+
+
+class PrepareResult(BaseModel):
+    ok: bool = True
+    error: str | None = None
+    label_names: list[str] = []
+    data_report: dict[str, Any] = {}
+    data_report_text: str = ""
+    data_fingerprint: str = ""
+    teacher_dir: str = ""
+    teacher_logits: str = ""
+    teacher_key: str = ""
+    teacher_built_now: bool = False
+    teacher_meta: dict[str, Any] = {}
+    baseline_metrics: dict[str, float] = {}
+    baseline_tags: dict[str, str] = {}
+    baseline_per_class_f1: dict[str, float] = {}
+
+
+class TrialResult(BaseModel):
+    ok: bool = True
+    error: str | None = None
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    per_class_f1: dict[str, float] = {}
+    pruning: dict[str, Any] = {}
+    model_dir: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase of the worker")
+
+
+__all__ = ["PrepareJob", "PrepareResult", "TrialConfig", "TrialResult"]

@@ -1,0 +1,194 @@
+"""Energy and CO2e of a phase from CodeCarbon's offline tracker, without ever failing the trial."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from trainers.measure.config import MeasureConfig
+
+# What CodeCarbon 3.x's CPU `_mode` means for the trustworthiness of the CPU energy number.
+CPU_SOURCES = {
+    "intel_rapl": "RAPL energy counters (measured)",
+    "windows_emi": "Windows Energy Meter Interface / RAPL (measured)",
+    "intel_power_gadget": "Intel Power Gadget (measured)",
+    "apple_powermetrics": "powermetrics (measured)",
+    "cpu_load": "TDP x CPU load estimate (psutil), not measured",
+    "constant": "constant fraction of TDP, not measured",
+}
+
+
+@dataclass
+class EmissionsResult:
+    """Filled in when the `track_emissions` block exits; energy values are None when CodeCarbon failed."""
+
+    phase: str
+    energy_kwh: float | None = None
+    emissions_kg_co2e: float | None = None
+    cpu_energy_kwh: float | None = None
+    gpu_energy_kwh: float | None = None
+    ram_energy_kwh: float | None = None
+    duration_s: float | None = None
+    start_overhead_s: float | None = None
+    stop_overhead_s: float | None = None
+    error: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Only numbers CodeCarbon actually produced: nothing is logged for a failed tracker."""
+        p = self.phase
+        out = {f"energy_kwh_{p}": self.energy_kwh, f"emissions_kg_co2e_{p}": self.emissions_kg_co2e}
+        return {k: float(v) for k, v in out.items() if v is not None}
+
+    def tags(self) -> dict[str, str]:
+        p = self.phase
+        tags = {f"emissions_{k}_{p}": v for k, v in self.sources.items()}
+        for name in ("start_overhead_s", "stop_overhead_s", "duration_s"):
+            value = getattr(self, name)
+            if value is not None:
+                tags[f"emissions_{name}_{p}"] = f"{value:.4f}"
+        for name in ("cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh"):
+            value = getattr(self, name)
+            if value is not None:
+                tags[f"emissions_{name}_{p}"] = f"{value:.3e}"
+        if self.error is not None:
+            tags[f"emissions_error_{p}"] = self.error
+        return tags
+
+
+def _describe_tracker(tracker: Any, cfg: MeasureConfig) -> dict[str, str]:
+    """What CodeCarbon could measure here; it keeps this on private attributes, so read them defensively."""
+    import codecarbon
+
+    sources = {
+        "codecarbon_version": codecarbon.__version__,
+        "country_iso_code": cfg.country_iso_code,
+        "tracking_mode": cfg.emissions_tracking_mode,
+        "measure_power_secs": f"{cfg.measure_power_secs:g}",
+        "cpu_source": "none",
+        "gpu_source": "none (no GPU tracked)",
+        "ram_source": "unknown",
+    }
+    for hw in getattr(tracker, "_hardware", []):
+        kind = type(hw).__name__
+        if kind == "CPU":
+            mode = getattr(hw, "_mode", "?")
+            desc = CPU_SOURCES.get(mode, mode)
+            if mode in ("cpu_load", "constant"):
+                generic = " [generic CodeCarbon default]" if getattr(hw, "_is_generic_tdp", False) else ""
+                desc += f"; TDP {getattr(hw, '_tdp', '?')} W{generic} for '{getattr(hw, '_model', '?')}'"
+            sources["cpu_source"] = desc
+        elif kind == "GPU":
+            sources["gpu_source"] = "NVML/AMDSMI energy counters (measured)"
+        elif kind == "RAM":
+            forced = getattr(hw, "_force_ram_power", None)
+            sources["ram_source"] = (f"user constant {forced} W" if forced is not None
+                                     else "CodeCarbon RAM power model (DIMM count x W, estimate)")
+        elif kind in ("AppleSiliconChip", "Raspberry"):
+            part = getattr(hw, "chip_part", "?").lower()
+            sources[f"{part}_source"] = f"{kind} power interface (measured)"
+    return sources
+
+
+def _new_tracker(cfg: MeasureConfig, output_dir: str | Path | None) -> Any:
+    from codecarbon import OfflineEmissionsTracker
+    from codecarbon.output_methods.base_output import OutputMethod
+
+    kwargs: dict[str, Any] = dict(
+        country_iso_code=cfg.country_iso_code,
+        measure_power_secs=cfg.measure_power_secs,
+        tracking_mode=cfg.emissions_tracking_mode,
+        log_level="error",
+        project_name="compression-sweep",
+        output_methods=[],
+    )
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        kwargs.update(output_dir=str(output_dir), output_methods=[OutputMethod.CSV])
+    return OfflineEmissionsTracker(**kwargs)
+
+
+def _serialise_measurements(tracker: Any) -> bool:
+    """Make CodeCarbon's periodic and final measurements mutually exclusive.
+
+    CodeCarbon 3.3.2's stop() does not wait for a scheduled measurement already running; both then read
+    the same `_last_measured_time` and charge the same interval twice. Observed here: a 1.0 s phase with
+    measure_power_secs=1 intermittently reported 2x the RAM/CPU energy. With a lock the later call sees the
+    updated timestamp and adds only the remainder.
+    """
+    measure = getattr(tracker, "_measure_power_and_energy", None)
+    scheduler = getattr(tracker, "_scheduler", None)
+    if measure is None or scheduler is None or not hasattr(scheduler, "function"):
+        return False
+    lock = threading.Lock()
+
+    def locked() -> None:
+        with lock:
+            measure()
+
+    tracker._measure_power_and_energy = locked
+    scheduler.function = locked
+    return True
+
+
+@contextlib.contextmanager
+def track_emissions(phase: str, cfg: MeasureConfig | None = None, *,
+                    output_dir: str | Path | None = None) -> Iterator[EmissionsResult]:
+    """Energy (kWh) and emissions (kg CO2e) of the enclosed block, e.g. `with track_emissions("train", cfg) as em:`.
+
+    Nothing is written to the working directory (CodeCarbon's CSV goes to `output_dir` only when one is
+    given). If CodeCarbon fails, the block still runs, the energy values stay None and `error` says why.
+    Exceptions of the block itself propagate after the tracker is stopped.
+    """
+    cfg = cfg or MeasureConfig()
+    result = EmissionsResult(phase=phase)
+    tracker = None
+    try:
+        import codecarbon  # noqa: F401 - its import sets the log level to INFO, so quieten afterwards
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)  # tracker init logs before honouring log_level
+        t0 = time.perf_counter()
+        tracker = _new_tracker(cfg, output_dir)
+        guarded = _serialise_measurements(tracker)
+        tracker.start()
+        result.start_overhead_s = time.perf_counter() - t0
+        if getattr(tracker, "_start_time", None) is None:
+            raise RuntimeError("CodeCarbon tracker did not start (see codecarbon's error log)")
+    except Exception as exc:  # noqa: BLE001 - a broken energy meter must not fail a trial
+        result.error = f"start failed: {type(exc).__name__}: {exc}"
+        tracker = None
+    try:
+        yield result
+    finally:
+        if tracker is not None:
+            _stop(tracker, result, cfg)
+            result.sources["stop_race_guard"] = "on" if guarded else "off (CodeCarbon internals changed)"
+
+
+def _stop(tracker: Any, result: EmissionsResult, cfg: MeasureConfig) -> None:
+    try:
+        t0 = time.perf_counter()
+        tracker.stop()
+        result.stop_overhead_s = time.perf_counter() - t0
+        data = getattr(tracker, "final_emissions_data", None)
+        if data is None:
+            raise RuntimeError("CodeCarbon stop() produced no emissions data (see codecarbon's error log)")
+        result.energy_kwh = float(data.energy_consumed)
+        result.emissions_kg_co2e = float(data.emissions)
+        result.cpu_energy_kwh = float(data.cpu_energy)
+        result.gpu_energy_kwh = float(data.gpu_energy)
+        result.ram_energy_kwh = float(data.ram_energy)
+        result.duration_s = float(data.duration)
+    except Exception as exc:  # noqa: BLE001
+        result.error = f"stop failed: {type(exc).__name__}: {exc}"
+    try:
+        result.sources = _describe_tracker(tracker, cfg)
+    except Exception as exc:  # noqa: BLE001
+        result.sources = {"describe_error": f"{type(exc).__name__}: {exc}"}
+    if result.energy_kwh and result.emissions_kg_co2e is not None:
+        result.sources["carbon_intensity_g_per_kwh"] = f"{1000 * result.emissions_kg_co2e / result.energy_kwh:.1f}"

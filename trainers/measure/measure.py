@@ -1,0 +1,115 @@
+"""The single measurement entry point shared by a trial and `sweep measure MODEL`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterable
+
+from torch import nn
+
+from trainers.measure.accuracy import Batch, evaluate
+from trainers.measure.config import MeasureConfig
+from trainers.measure.emissions import EmissionsResult, track_emissions
+from trainers.measure.hardware import hardware_context
+from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
+from trainers.measure.memory import MemoryStats, count_parameters, encoder_linear_params, model_disk_mb, track_memory
+from trainers.precision import resolve_device
+
+UNIT_TAGS = {
+    "unit_accuracy": "accuracy and macro_f1 are fractions 0-1 on the test split",
+    "unit_latency": "latency_ms_*: wall-clock ms per forward pass of one batch; _bsN = batch size N",
+    "unit_throughput": "throughput_samples_per_s_bsN = N / p50 latency at batch N",
+    "unit_memory": "memory_*_mb: MiB (2^20 bytes)",
+    "unit_energy": "energy_kwh_*: kWh; emissions_kg_co2e_*: kg CO2-equivalent (CodeCarbon offline)",
+    "alias_latency_ms": "latency_ms = latency_ms_p50_bs1",
+    "alias_memory_mb": "memory_mb = memory_peak_mb_infer",
+}
+
+
+def _load_avg() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+@dataclass
+class Measurement:
+    """`metrics` (name carries the unit) and `tags` (what/how/where) are ready to log; the rest is detail."""
+
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    per_class_f1: dict[int, float]
+    latency: dict[int, LatencyStats] = field(default_factory=dict)
+    memory: MemoryStats | None = None
+    emissions: EmissionsResult | None = None
+
+
+def measure_model(
+    model: nn.Module,
+    *,
+    test_batches: Iterable[Batch],
+    num_labels: int,
+    cfg: MeasureConfig,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    model_dir: str | Path | None = None,
+) -> Measurement:
+    """Accuracy/F1 on the test batches, latency at batch 1 and cfg.batch_size, inference memory,
+    inference energy, parameter counts (and weight size on disk when `model_dir` is given).
+
+    Memory is the peak over the forward passes at [batch_size, seq_len] (warm-up included, so first-time
+    allocations count); energy covers one pass over the test batches. The model is moved to the
+    resolved device and left in eval mode.
+    """
+    device = resolve_device(cfg.device)
+    model.to(device).eval()
+    latency_kwargs = dict(
+        seq_len=cfg.seq_len, device=device, warmup=cfg.warmup, min_repeats=cfg.min_repeats,
+        max_repeats=cfg.max_repeats, rel_tol=cfg.rel_tol, max_seconds=cfg.max_seconds,
+        autocast=autocast, seed=cfg.seed,
+    )
+    metrics: dict[str, float] = {
+        "params_total": float(count_parameters(model)),
+        "params_encoder": float(encoder_linear_params(model)),
+    }
+    tags: dict[str, str] = dict(UNIT_TAGS)
+    tags["params_encoder"] = "weights of Linear layers in encoder blocks (attention q/k/v/output + FFN), no biases"
+    if model_dir is not None:
+        metrics["model_disk_mb"] = model_disk_mb(model_dir)
+        tags["model_disk_mb"] = "sum of weight files (safetensors/bin/pt/pth) in the saved model dir, MiB"
+
+    load_before = _load_avg()
+    latency: dict[int, LatencyStats] = {}
+    with torch_threads(cfg.resolved_threads()) as threads:
+        tags.update({f"hw_{k}": v for k, v in hardware_context().items()})  # torch_threads as measured
+        with track_memory("infer", device, sample_interval_s=cfg.memory_sample_interval_s) as mem:
+            latency[cfg.batch_size] = measure_latency(model, batch_size=cfg.batch_size, **latency_kwargs)
+        if cfg.batch_size != 1:
+            latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
+        with track_emissions("infer", cfg) as em:
+            scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+
+    metrics["accuracy"] = scores["accuracy"]
+    metrics["macro_f1"] = scores["macro_f1"]
+    for stats in latency.values():
+        metrics.update(stats.metrics())
+        tags.update(stats.tags())
+    metrics.update(mem.metrics())
+    tags.update(mem.tags())
+    tags["memory_scope_infer"] = (f"forward passes (warm-up + timed) on a [{cfg.batch_size}, {cfg.seq_len}] input")
+    metrics.update(em.metrics())
+    tags.update(em.tags())
+    tags["emissions_scope_infer"] = f"one pass over the test batches ({scores['num_examples']} examples)"
+    tags.update({
+        "measure_device": device,
+        "measure_threads": str(threads),
+        "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
+        "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels",
+    })
+    metrics["latency_ms"] = metrics["latency_ms_p50_bs1"]
+    metrics["memory_mb"] = metrics["memory_peak_mb_infer"]
+    return Measurement(metrics=metrics, tags=tags, per_class_f1=scores["per_class_f1"],
+                       latency=latency, memory=mem, emissions=em)

@@ -1,0 +1,226 @@
+"""Peak memory of a phase (process RSS on CPU, CUDA allocator on GPU), parameter counts and size on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import torch
+from torch import nn
+
+MIB = float(2**20)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+# Peak counters (VmHWM, CUDA max_memory_allocated) are per process/device; a nested tracker resets them,
+# so the live ones hand their peak-so-far to enclosing trackers first.
+_active: list["MemoryStats"] = []
+_lock = threading.Lock()
+
+
+def _read_hwm_bytes() -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Linux >= 4.0 resets the kernel's peak-RSS counter when '5' is written to clear_refs."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    hwm, rss = _read_hwm_bytes(), psutil.Process().memory_info().rss
+    return hwm is not None and hwm <= rss + 16 * 2**20  # reset really happened (HWM back near RSS)
+
+
+class _RssSampler(threading.Thread):
+    """Samples this process's RSS every `interval` s: the fallback where the kernel peak cannot be reset."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.interval = interval
+        self.proc = psutil.Process()
+        self.peak = self.proc.memory_info().rss
+        self.samples = 1
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self.samples += 1
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        return self.peak
+
+
+@dataclass
+class MemoryStats:
+    """Filled in when the `track_memory` block exits. All sizes in MiB (2**20 bytes)."""
+
+    phase: str
+    device: str
+    rss_baseline_mb: float = float("nan")
+    rss_peak_mb: float = float("nan")
+    rss_method: str = ""
+    cuda_baseline_allocated_mb: float | None = None
+    cuda_peak_allocated_mb: float | None = None
+    cuda_peak_reserved_mb: float | None = None
+    _carried_hwm: int = field(default=0, repr=False)
+    _carried_cuda: tuple[int, int] = field(default=(0, 0), repr=False)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def rss_increase_mb(self) -> float:
+        return self.rss_peak_mb - self.rss_baseline_mb
+
+    @property
+    def peak_mb(self) -> float:
+        """The headline number: CUDA peak allocated on GPU, peak process RSS on CPU."""
+        return self.cuda_peak_allocated_mb if self.cuda else self.rss_peak_mb  # type: ignore[return-value]
+
+    def metrics(self) -> dict[str, float]:
+        p = self.phase
+        out = {
+            f"memory_peak_mb_{p}": self.peak_mb,
+            f"memory_rss_peak_mb_{p}": self.rss_peak_mb,
+            f"memory_rss_increase_mb_{p}": self.rss_increase_mb,
+        }
+        if self.cuda:
+            out[f"memory_cuda_peak_allocated_mb_{p}"] = self.cuda_peak_allocated_mb  # type: ignore[assignment]
+            out[f"memory_cuda_peak_reserved_mb_{p}"] = self.cuda_peak_reserved_mb  # type: ignore[assignment]
+        return out
+
+    def tags(self) -> dict[str, str]:
+        p = self.phase
+        kind = ("cuda_peak_allocated: torch.cuda.max_memory_allocated after reset_peak_memory_stats (tensors only)"
+                if self.cuda else "process_peak_rss: resident memory of the whole measuring process")
+        tags = {
+            f"memory_kind_{p}": kind,
+            f"memory_unit_{p}": "MiB (2^20 bytes)",
+            f"memory_rss_method_{p}": self.rss_method,
+            f"memory_rss_increase_{p}": "peak RSS minus RSS just before the phase; allocator reuse of "
+                                        "memory freed earlier can make it smaller than the working set",
+        }
+        if self.cuda:
+            tags[f"memory_cuda_reserved_{p}"] = "peak memory held by the CUDA caching allocator (>= allocated)"
+        return tags
+
+
+def _hand_peaks_to_enclosing() -> None:
+    hwm = _read_hwm_bytes() or 0
+    for outer in _active:
+        outer._carried_hwm = max(outer._carried_hwm, hwm)
+        if outer.cuda and torch.cuda.is_available():
+            alloc, res = outer._carried_cuda
+            outer._carried_cuda = (max(alloc, torch.cuda.max_memory_allocated(outer.device)),
+                                   max(res, torch.cuda.max_memory_reserved(outer.device)))
+
+
+@contextlib.contextmanager
+def track_memory(phase: str, device: str = "cpu", *, sample_interval_s: float = 0.002) -> Iterator[MemoryStats]:
+    """Measure the peak memory of the enclosed block (inference or training), e.g.
+
+        with track_memory("train", device) as mem: ...
+        run.log_metrics(mem.metrics()); run.set_tags(mem.tags())
+
+    CPU: the kernel's peak RSS (VmHWM, reset at entry) where Linux allows it, plus a psutil sampling
+    thread as a floor and fallback. CUDA: reset_peak_memory_stats at entry, max allocated/reserved at exit.
+    """
+    stats = MemoryStats(phase=phase, device=device)
+    cuda = stats.cuda
+    if cuda and not torch.cuda.is_available():
+        raise ValueError(f"track_memory: device {device!r} asked for, but torch sees no CUDA device")
+    with _lock:
+        _hand_peaks_to_enclosing()
+        kernel_peak = _reset_hwm()
+        if cuda:
+            torch.cuda.synchronize(device)
+            stats.cuda_baseline_allocated_mb = torch.cuda.memory_allocated(device) / MIB
+            torch.cuda.reset_peak_memory_stats(device)
+        _active.append(stats)
+    baseline = psutil.Process().memory_info().rss
+    sampler = _RssSampler(sample_interval_s)
+    sampler.start()
+    try:
+        yield stats
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        sampled_peak = sampler.stop()
+        with _lock:
+            _active.remove(stats)
+            hwm = max(_read_hwm_bytes() or 0, stats._carried_hwm) if kernel_peak else 0
+            stats.rss_baseline_mb = baseline / MIB
+            stats.rss_peak_mb = max(sampled_peak, hwm) / MIB
+            stats.rss_method = (
+                "kernel VmHWM reset via /proc/self/clear_refs (exact peak)" if kernel_peak
+                else f"psutil RSS sampled every {sample_interval_s * 1000:g} ms ({sampler.samples} samples; "
+                     "a lower bound on the true peak)"
+            )
+            if cuda:
+                alloc, res = stats._carried_cuda
+                stats.cuda_peak_allocated_mb = max(alloc, torch.cuda.max_memory_allocated(device)) / MIB
+                stats.cuda_peak_reserved_mb = max(res, torch.cuda.max_memory_reserved(device)) / MIB
+
+
+def _linear_weight(module: nn.Module) -> torch.Tensor | None:
+    """The weight of a float or dynamically quantised Linear (whose packed weight is not a Parameter)."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    weight = getattr(module, "weight", None)
+    if callable(weight) and hasattr(module, "_packed_params"):
+        return weight()
+    return None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, counting int8 dynamically quantised Linear weights/biases that parameters() misses."""
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "_packed_params") and callable(getattr(module, "weight", None)):
+            total += module.weight().numel()
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            total += bias.numel() if bias is not None else 0
+    return total
+
+
+def encoder_linear_params(model: nn.Module) -> int:
+    """Weights (no biases) of the Linear layers inside encoder blocks: attention q/k/v/output and the FFN.
+
+    This is what pruning removes; embeddings, pooler and classifier are left out so that ratios
+    between models reflect pruning, not vocabulary size.
+    """
+    total = 0
+    for name, module in model.named_modules():
+        if ".layer." in f".{name}" and "encoder" in name:
+            weight = _linear_weight(module)
+            if weight is not None:
+                total += weight.numel()
+    return total
+
+
+def model_disk_mb(model_dir: str | Path) -> float:
+    """Sum of the weight files (safetensors/bin/pt/pth) under a saved model directory, in MiB."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model directory {root} does not exist")
+    files = [p for p in root.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
+    if not files:
+        raise ValueError(f"no weight files ({', '.join(WEIGHT_SUFFIXES)}) under {root}")
+    return sum(p.stat().st_size for p in files) / MIB

@@ -1,0 +1,69 @@
+"""Settings of one pruning run; the target ratio itself is a trial parameter, not part of this config."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PruningConfig(BaseModel):
+    """How to prune (Block Movement Pruning, Lagunas et al. 2021, or a one-shot baseline).
+
+    `pruning_ratio` everywhere in this project is the fraction of the encoder's attention (Q, K, V, O)
+    and FFN (intermediate, output) Linear *weights* that are physically removed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["block_movement", "one_shot"] = Field(
+        "block_movement",
+        description="block_movement: learn scores while fine-tuning; one_shot: remove by importance before training",
+    )
+    mode: Literal["topk", "threshold"] = Field(
+        "topk",
+        description="topk: head/neuron-level selection that hits the target ratio exactly; "
+        "threshold: the paper's sigmoid(score) > threshold with L1, the ratio is whatever l1_lambda yields",
+    )
+    block_size: int | Literal["head"] = Field(
+        32,
+        description="side of the attention score blocks (paper: 32); 'head' = one block per head and matrix. "
+        "An int that does not divide the head size / hidden size falls back to the gcd with them",
+    )
+    ffn_round_to: int = Field(
+        1, ge=1, description="round each layer's kept FFN width up to a multiple of this (8 helps CPU/GPU kernels)"
+    )
+    scores_lr: float = Field(1e-2, gt=0, description="learning rate of the score parameters (own optimizer group)")
+    l1_lambda: float = Field(
+        10.0, ge=0, description="threshold mode: weight of the L1 penalty on sigmoid(scores) (ramped with the threshold)"
+    )
+    initial_threshold: float = Field(0.0, ge=0, lt=1, description="threshold mode: sigmoid threshold at the start")
+    final_threshold: float = Field(0.1, gt=0, lt=1, description="threshold mode: sigmoid threshold after the ramp")
+    warmup_fraction: float = Field(
+        0.1, ge=0, lt=1, description="fraction of steps before the cubic schedule starts (nothing is masked)"
+    )
+    final_fraction: float = Field(
+        0.2, ge=0, lt=1, description="fraction of the last steps spent at the final ratio/threshold (masks settle)"
+    )
+    hybrid_filled: bool = Field(
+        False,
+        description="threshold mode: heads that keep some blocks are kept whole with their pruned blocks restored "
+        "(paper's 'hybrid filled'); this changes the function, so fine-tune again after finalize",
+    )
+    one_shot_importance: Literal["magnitude", "taylor"] = Field(
+        "magnitude", description="one_shot: weight L2 norm, or first-order Taylor |sum W*grad| over calibration batches"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PruningConfig:
+        if self.warmup_fraction + self.final_fraction >= 1:
+            raise ValueError(
+                f"warmup_fraction + final_fraction must be < 1, got {self.warmup_fraction} + {self.final_fraction}"
+            )
+        if self.initial_threshold > self.final_threshold:
+            raise ValueError(
+                f"initial_threshold ({self.initial_threshold}) must not exceed final_threshold ({self.final_threshold})"
+            )
+        if isinstance(self.block_size, int) and self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1 or 'head', got {self.block_size}")
+        return self

@@ -1,0 +1,207 @@
+"""The teacher, prepared once per (model, data, settings) and shared by every trial and worker.
+
+Fine-tuning the teacher or re-running it in every trial would waste most of a sweep's compute, so
+the fine-tuned classifier and its fp32 logits on the training split are cached on disk, keyed by a
+hash of everything that determines them, and built under a file lock so that two workers starting
+at once build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from trainers.config import TrainingConfig
+from trainers.models import model_fingerprint
+from trainers.train import predict_logits, train
+
+DONE = "DONE"
+
+
+class TeacherConfig(BaseModel):
+    """`teacher:` in a sweep file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="hub id, local folder, or pkg:package/subdir of a model shipped in a pip package")
+    fine_tune: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="auto: fine-tune unless the model is already a classifier over the dataset's labels",
+    )
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+
+
+class TeacherArtifacts(BaseModel):
+    key: str
+    dir: Path
+    model_dir: Path
+    logits_path: Path
+    fine_tuned: bool
+    built_now: bool
+    meta: dict
+
+
+def _norm(label: str) -> str:
+    return " ".join(str(label).split()).casefold()
+
+
+def teacher_key(model_ref: str, teacher: TeacherConfig, data_fingerprint: str, training: TrainingConfig) -> str:
+    """Everything that changes the teacher or its logits, and nothing else (student settings excluded)."""
+    payload = {
+        "model": model_fingerprint(model_ref),
+        "fine_tune": teacher.model_dump(exclude={"model"}),
+        "data": data_fingerprint,
+        "max_seq_len": training.max_seq_len,
+        "seed": training.seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def label_order(config, label_names: list[str], source: str) -> list[int] | None:
+    """Indices of the model's classifier rows in the dataset's label order, or None if it is no match.
+
+    Raises when the model is a classifier over other labels: silently mis-mapping labels would make
+    every accuracy wrong.
+    """
+    id2label = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    archs = getattr(config, "architectures", None) or []
+    if not any("ForSequenceClassification" in a for a in archs) or not id2label:
+        return None
+    by_name = {_norm(v): k for k, v in id2label.items()}
+    generic = all(_norm(v) == f"label_{k}" for k, v in id2label.items())
+    if generic:
+        return None
+    missing = [n for n in label_names if _norm(n) not in by_name]
+    if missing or len(by_name) != len(label_names):
+        raise ValueError(
+            f"teacher {source}: its id2label {sorted(id2label.values())} does not match the dataset's labels "
+            f"{sorted(label_names)} (missing from the model: {missing}); set teacher.fine_tune: always to "
+            f"train a new head"
+        )
+    return [by_name[_norm(n)] for n in label_names]
+
+
+def _reorder_head(model, order: list[int], label_names: list[str]) -> None:
+    """Permute the output layer's rows so that class i is the dataset's label i."""
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[order].clone())
+        if head.bias is not None:
+            head.bias.copy_(head.bias[order].clone())
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+
+
+def prepare_teacher(
+    model_ref: str,
+    teacher: TeacherConfig,
+    *,
+    label_names: list[str],
+    encoded: dict[str, dict[str, torch.Tensor]],
+    data_fingerprint: str,
+    training: TrainingConfig,
+    cache_root: Path,
+    device: str,
+    emissions: Callable | None = None,
+    log: Callable[[str], None] = print,
+) -> TeacherArtifacts:
+    """Return the cached teacher for these settings, building it first if no worker has yet."""
+    key = teacher_key(model_ref, teacher, data_fingerprint, training)
+    out = Path(cache_root) / key
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if (out / DONE).exists():
+            meta = json.loads((out / "meta.json").read_text())
+            log(f"teacher: cache hit {out}")
+            return _artifacts(key, out, meta, built_now=False)
+        log(f"teacher: building {out} from {model_ref}")
+        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log)
+        meta.update(key=key, model_ref=model_ref, data_fingerprint=data_fingerprint)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        (out / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+        return _artifacts(key, out, meta, built_now=True)
+
+
+def _artifacts(key: str, out: Path, meta: dict, built_now: bool) -> TeacherArtifacts:
+    return TeacherArtifacts(
+        key=key,
+        dir=out,
+        model_dir=out / "model",
+        logits_path=out / "train_logits.safetensors",
+        fine_tuned=meta["fine_tuned"],
+        built_now=built_now,
+        meta=meta,
+    )
+
+
+def _build(model_ref, teacher, label_names, encoded, training, out: Path, device, emissions, log) -> dict:
+    config = AutoConfig.from_pretrained(model_ref)
+    order = label_order(config, label_names, model_ref) if teacher.fine_tune != "always" else None
+    if order is None and teacher.fine_tune == "never":
+        raise ValueError(
+            f"teacher {model_ref}: is not a classifier over the dataset's labels, and teacher.fine_tune is 'never'"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(model_ref)
+    meta: dict = {"fine_tuned": order is None, "labels": label_names}
+    if order is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(model_ref)
+        _reorder_head(model, order, label_names)
+        log("teacher: already a classifier over the dataset's labels; no fine-tuning")
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_ref,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            ignore_mismatched_sizes=True,
+        )
+        budget = training.model_copy(
+            update={"epochs": teacher.epochs, "batch_size": teacher.batch_size, "learning_rate": teacher.learning_rate}
+        )
+        log(f"teacher: fine-tuning for {teacher.epochs} epochs on {len(encoded['train']['labels'])} rows")
+        with (emissions("train") if emissions else contextlib.nullcontext()) as energy:
+            stats = train(model, encoded["train"], budget, device=device, val_split=encoded.get("validation"), log=log)
+        meta.update(
+            train_seconds=stats.seconds,
+            train_steps=stats.steps,
+            val_accuracy=stats.val_accuracy,
+            train_metrics=energy.metrics() if energy is not None else {},
+            train_tags=energy.tags() if energy is not None else {},
+        )
+    model.to("cpu").eval()
+    out.mkdir(parents=True)
+    model.save_pretrained(out / "model", safe_serialization=True)
+    tokenizer.save_pretrained(out / "model")
+    logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device)
+    save_file({"logits": logits.contiguous()}, str(out / "train_logits.safetensors"))
+    meta["train_rows"] = int(logits.shape[0])
+    return meta
+
+
+def load_teacher_logits(path: Path, expected_rows: int) -> torch.Tensor:
+    """Cached logits, refusing a cache that does not line up with the training split."""
+    logits = load_file(str(path))["logits"]
+    if logits.shape[0] != expected_rows:
+        raise ValueError(
+            f"teacher logits {path}: {logits.shape[0]} rows, but the training split has {expected_rows}; "
+            "the cache is stale (delete it)"
+        )
+    return logits

@@ -1,0 +1,160 @@
+"""The training loop: one readable function for the teacher's fine-tune and every student.
+
+Distillation, pruning and precision plug in as arguments; the loop itself stays plain
+(nanoGPT style): batch -> forward under autocast -> loss -> scaled backward -> step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from trainers.config import TrainingConfig
+from trainers.distill import distillation_loss
+from trainers.precision import autocast, grad_scaler
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainStats:
+    steps: int = 0
+    epochs: float = 0.0
+    seconds: float = 0.0
+    final_loss: float = math.nan
+    val_accuracy: list[float] = field(default_factory=list)
+
+
+def batches(
+    split: Batch, batch_size: int, *, shuffle: bool, seed: int = 0, extra: dict[str, torch.Tensor] | None = None
+):
+    """Yield dict batches, each trimmed to its longest sequence (short texts cost short compute)."""
+    n = split["labels"].shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        mask = split["attention_mask"][idx]
+        width = int(mask.sum(dim=1).max().item()) or 1
+        batch = {
+            "input_ids": split["input_ids"][idx, :width],
+            "attention_mask": mask[:, :width],
+            "labels": split["labels"][idx],
+        }
+        for key, tensor in (extra or {}).items():
+            batch[key] = tensor[idx]
+        yield batch
+
+
+def _to(batch: Batch, device: str) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, split: Batch, *, batch_size: int, device: str, precision: str = "fp32") -> torch.Tensor:
+    """Logits for a whole split in its original order, as fp32 on the CPU."""
+    model.eval()
+    ctx = autocast(precision, device)
+    out = []
+    for batch in batches(split, batch_size, shuffle=False):
+        batch = _to(batch, device)
+        with ctx():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out.append(logits.float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: nn.Module, split: Batch, *, batch_size: int, device: str, precision: str = "fp32") -> float:
+    logits = predict_logits(model, split, batch_size=batch_size, device=device, precision=precision)
+    return float((logits.argmax(-1) == split["labels"]).float().mean().item())
+
+
+def train(
+    model: nn.Module,
+    train_split: Batch,
+    cfg: TrainingConfig,
+    *,
+    device: str,
+    precision: str = "fp32",
+    alpha: float = 0.0,
+    temperature: float = 1.0,
+    teacher_logits: torch.Tensor | None = None,
+    teacher: nn.Module | None = None,
+    pruner=None,
+    score_lr: float | None = None,
+    val_split: Batch | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainStats:
+    """Train `model` in place; returns what happened.
+
+    The soft targets come from `teacher_logits` (cached, aligned with the training split's rows) or,
+    when only `teacher` is given, from a live teacher forward on each batch.
+    """
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    n = train_split["labels"].shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+    score_params = list(pruner.score_parameters()) if pruner is not None else []
+    score_ids = {id(p) for p in score_params}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in score_ids]}]
+    if score_params:
+        groups.append({"params": score_params, "lr": score_lr or cfg.learning_rate, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = grad_scaler(precision, device)
+    ctx = autocast(precision, device)
+    need_teacher = alpha > 0.0
+    if need_teacher and teacher_logits is None and teacher is None:
+        raise ValueError("distill_alpha > 0 needs cached teacher logits or a teacher model")
+    if teacher is not None:
+        teacher.to(device).eval()
+    extra = {"index": torch.arange(n)}
+
+    stats, step, t0 = TrainStats(), 0, time.perf_counter()
+    epoch = 0
+    while step < total_steps:
+        for batch in batches(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, extra=extra):
+            index = batch.pop("index")
+            batch = _to(batch, device)
+            soft = None
+            if need_teacher:
+                if teacher_logits is not None:
+                    soft = teacher_logits[index].to(device)
+                else:
+                    with torch.inference_mode(), ctx():
+                        soft = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                    soft = soft.float().clone()
+            with ctx():
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = distillation_loss(logits, batch["labels"], soft, alpha=alpha, temperature=temperature)
+            if pruner is not None:
+                loss = loss + pruner.penalty()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            step += 1
+            if pruner is not None:
+                pruner.on_step(step, total_steps)
+            stats.final_loss = float(loss.detach().item())
+            if step >= total_steps:
+                break
+        epoch += 1
+        if val_split is not None:
+            acc = accuracy(model, val_split, batch_size=cfg.eval_batch_size, device=device, precision=precision)
+            stats.val_accuracy.append(acc)
+            model.train()
+            log(f"epoch {epoch}: loss {stats.final_loss:.4f}, validation accuracy {acc:.4f}")
+    stats.steps, stats.epochs, stats.seconds = step, step / steps_per_epoch, time.perf_counter() - t0
+    model.eval()
+    return stats

@@ -1,0 +1,102 @@
+"""Process entry point: `python -m trainers.worker {prepare|trial} JOB RESULT`.
+
+Whatever goes wrong, the worker tries to leave a RESULT saying what; a worker that cannot (killed,
+out of memory) is diagnosed by the orchestrator from its exit status and log.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def prepare(job_path: Path):
+    from trainers.data import fingerprint
+    from trainers.jobs import PrepareJob, PrepareResult
+    from trainers.measure import track_emissions
+    from trainers.precision import resolve_device
+    from trainers.teacher import prepare_teacher
+    from trainers.trial import load_and_encode, measure_student
+    from transformers import AutoTokenizer
+
+    job = PrepareJob.model_validate_json(job_path.read_text())
+    device = resolve_device(job.training.device)
+    tokenizer = AutoTokenizer.from_pretrained(job.teacher_ref)
+    loaded, encoded = load_and_encode(job.data, job.data_base_dir, tokenizer,
+                                      max_seq_len=job.training.max_seq_len, cache_dir=job.cache_dir / "data",
+                                      report_truncation=True)
+    report_text = loaded.report.render()
+    _log(report_text)
+    teacher = prepare_teacher(
+        job.teacher_ref, job.teacher, label_names=loaded.label_names, encoded=encoded,
+        data_fingerprint=fingerprint(loaded), training=job.training, cache_root=job.cache_dir / "teachers",
+        device=device, emissions=lambda phase: track_emissions(phase, job.measure), log=_log,
+    )
+    result = PrepareResult(
+        label_names=loaded.label_names, data_report=loaded.report.to_dict(), data_report_text=report_text,
+        data_fingerprint=fingerprint(loaded), teacher_dir=str(teacher.model_dir),
+        teacher_logits=str(teacher.logits_path), teacher_key=teacher.key, teacher_built_now=teacher.built_now,
+        teacher_meta=teacher.meta,
+    )
+    if job.measure_baseline:
+        from trainers.pruning import load_pruned
+
+        model, _ = load_pruned(teacher.model_dir)
+        measured = measure_student(model, encoded["test"], job.measure, precision="fp32",
+                                   num_labels=loaded.num_labels, batch_size=job.training.eval_batch_size,
+                                   model_dir=teacher.model_dir)
+        result.baseline_metrics = measured.metrics
+        result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
+        result.baseline_per_class_f1 = {loaded.label_names[int(i)]: float(v) for i, v in measured.per_class_f1.items()}
+        fine_tune = teacher.meta.get("train_metrics") or {}
+        result.baseline_metrics.update(fine_tune)
+        if "energy_kwh_infer" in measured.metrics:
+            result.baseline_metrics["energy_kwh"] = measured.metrics["energy_kwh_infer"] + fine_tune.get("energy_kwh_train", 0.0)
+            result.baseline_metrics["emissions_kg_co2e"] = (
+                measured.metrics["emissions_kg_co2e_infer"] + fine_tune.get("emissions_kg_co2e_train", 0.0))
+        result.baseline_tags["emissions_scope_total"] = (
+            "emissions_kg_co2e = teacher fine-tune + infer phases" if fine_tune else "emissions_kg_co2e = infer phase only")
+    return result
+
+
+def trial(job_path: Path):
+    from trainers.config import TrialConfig
+    from trainers.trial import run_trial
+
+    raw = yaml.safe_load(job_path.read_text())
+    return run_trial(TrialConfig.model_validate(raw), log=_log)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in {"prepare", "trial"}:
+        print("usage: python -m trainers.worker {prepare|trial} JOB RESULT", file=sys.stderr)
+        return 2
+    kind, job_path, result_path = argv[0], Path(argv[1]), Path(argv[2])
+    from trainers.jobs import PrepareResult, TrialResult
+
+    try:
+        result = prepare(job_path) if kind == "prepare" else trial(job_path)
+        code = 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - reported in the result, the sweep goes on
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"
+        result = (PrepareResult if kind == "prepare" else TrialResult)(ok=False, error=message)
+        code = 1
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(result.model_dump_json(indent=2))
+    tmp.replace(result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
