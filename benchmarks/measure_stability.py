@@ -50,7 +50,7 @@ def main() -> None:
     cfg = MeasureConfig(batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads, device="cpu")
     hw = hardware_context()
     print(f"# {hw['cpu_model']}, {hw['cpu_cores_available']} cores available, torch {hw['torch_version']}, "
-          f"threads used {cfg.resolved_threads()}, GPU {hw['gpu_name']}")
+          f"threads used {cfg.resolved_threads()}, GPU {hw['gpu_name']}; load avg 1m {os.getloadavg()[0]:.2f}")
     kw = dict(seq_len=cfg.seq_len, device="cpu", warmup=cfg.warmup, min_repeats=cfg.min_repeats,
               max_repeats=cfg.max_repeats, rel_tol=cfg.rel_tol, max_seconds=cfg.max_seconds,
               threads=cfg.resolved_threads())
@@ -71,7 +71,8 @@ def main() -> None:
             s = measure_latency(base, batch_size=bs, **kw)
             p50s.append(s.p50_ms)
             print(f"bs={bs:<3d} run {run + 1}: p50 {s.p50_ms:8.2f} ms  p90 {s.p90_ms:8.2f}  p99 {s.p99_ms:8.2f}  "
-                  f"repeats {s.repeats:3d}  stop={s.stop_reason:<11s} halves gap {s.halves_rel_gap:.3f}")
+                  f"repeats {s.repeats:3d}  stop={s.stop_reason:<11s} halves gap {s.halves_rel_gap:.3f}  "
+                  f"cpu util {s.cpu_utilisation:.2f}")
         print(f"bs={bs:<3d} p50 over runs: median {statistics.median(p50s):.2f} ms, "
               f"spread max/min {max(p50s) / min(p50s):.3f}")
 
@@ -107,6 +108,7 @@ def main() -> None:
     print(f"cpu source: {em.sources.get('cpu_source')}; gpu: {em.sources.get('gpu_source')}; "
           f"ram: {em.sources.get('ram_source')}; intensity {em.sources.get('carbon_intensity_g_per_kwh')} g/kWh "
           f"({cfg.country_iso_code}, {cfg.emissions_tracking_mode} mode)")
+    print(f"# load avg 1m at the end {os.getloadavg()[0]:.2f} (>{hw['cpu_cores_available']} = other work competed)")
 
 
 if __name__ == "__main__":

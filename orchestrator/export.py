@@ -36,6 +36,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg = yaml.safe_load(trial_cfg_path.read_text())
     trial_cfg["output_dir"] = str((out_dir / "reproduced").resolve())
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
+    trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
     trial_cfg_path.write_text(yaml.safe_dump(trial_cfg, sort_keys=False))
 
     baseline = study.user_attrs.get("baseline_metrics", {})

@@ -7,6 +7,7 @@ so `sweep worker STUDY --storage URL` can help from any machine.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -47,7 +48,12 @@ def open_context(
     storage_url = storage_url or spec.storage or default_storage_url(root)
     study = open_study(spec, open_storage(storage_url, root))
     _check_unchanged(study, spec)
-    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri, root)
+    stored = None if launching else study.user_attrs.get("tracking_uri")
+    if (stored and not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI") and stored.startswith("sqlite:")
+            and not Path(stored.removeprefix("sqlite:///")).exists()):
+        raise SpecError(f"study {spec.name!r} tracks runs in {stored}, a file not on this machine; "
+                        "pass --tracking-uri http://HOST:5000 (an `mlflow server`), see docs/distributed.md")
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri or stored, root)
     tracker = Tracker(uri, root)
     experiment_id = tracker.experiment_id(spec.experiment)
     parent = study.user_attrs.get("mlflow_parent_run_id")

@@ -149,6 +149,9 @@ class Budget(Strict):
     timeout_minutes: float | None = Field(None, gt=0, description="stop asking for new trials after this")
     trial_timeout_minutes: float | None = Field(None, gt=0, description="a trial running longer is killed (FAILED)")
     max_retries: int = Field(1, ge=0, description="re-runs of a failed trial (dead worker, crash) before it is left")
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="how often a running trial is stamped alive; after 3 missed beats (at least "
+        "heartbeat + 5 s) another worker fails and retries it")
 
 
 class Tracking(Strict):

@@ -2,7 +2,9 @@
 
 Grid points are enqueued as WAITING trials and popped atomically by `study.ask()`, so with any
 number of workers every grid point is handed out once; relaunching enqueues only the points that
-have neither completed nor are running.
+have neither completed nor are running. Everything that enqueues runs under `storage_lock`, which
+spans processes and machines (a file lock beside a local store, an advisory lock in PostgreSQL),
+so two workers never queue the same point twice.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import contextlib
 import json
 import math
 import random
+import threading
+import zlib
 from pathlib import Path
+from typing import Iterator
 
 import optuna
 from filelock import FileLock
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.spec import DIMENSIONS, Range, SpecError, SweepSpec
 
@@ -43,20 +48,60 @@ def open_storage(url: str | None, root: Path = DEFAULT_ROOT) -> BaseStorage:
         path = Path(url.removeprefix("journal:")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    url = sqlalchemy_url(url)
     engine_kwargs = {"pool_pre_ping": True} if url.startswith(("postgresql", "mysql")) else {}
     return RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
-def storage_lock(url: str | None, root: Path = DEFAULT_ROOT):
-    """A lock for enqueueing: a file lock beside a local journal, none needed elsewhere.
+def sqlalchemy_url(url: str) -> str:
+    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it, the project ships psycopg2."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        import importlib.util
 
-    With an RDB storage two concurrent launches of one study could each enqueue a point; `sweep
-    launch` is meant to run once per study and `sweep worker` never enqueues.
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def storage_lock(url: str | None, root: Path = DEFAULT_ROOT) -> contextlib.AbstractContextManager:
+    """A lock around check-then-enqueue and check-then-ask, held across processes and machines.
+
+    A local journal or SQLite file gets a file lock beside it; PostgreSQL a session advisory lock
+    (released by the server if the holder dies), one per storage so that every caller agrees on it.
+    Other databases get none: with them two workers may race, and `runner.next_trial` then skips
+    the duplicate it popped.
     """
     url = url or default_storage_url(root)
     if url.startswith("journal:") or url.endswith(".journal"):
         return FileLock(url.removeprefix("journal:") + ".enqueue.lock")
+    if url.startswith("sqlite:///"):
+        return FileLock(url.removeprefix("sqlite:///") + ".enqueue.lock")
+    if url.startswith(("postgresql", "postgres:")):
+        return _pg_advisory_lock(url, zlib.crc32(b"compression-sweep:enqueue"))
     return contextlib.nullcontext()
+
+
+_ENGINES: dict[str, object] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str, key: int) -> Iterator[None]:
+    import sqlalchemy
+
+    with _ENGINES_LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = sqlalchemy.create_engine(sqlalchemy_url(url), pool_pre_ping=True)
+        engine = _ENGINES[url]
+    with engine.connect() as conn:  # type: ignore[attr-defined]
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
 
 
 def distributions(spec: SweepSpec) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -70,10 +115,21 @@ def distributions(spec: SweepSpec) -> dict[str, optuna.distributions.BaseDistrib
     return out
 
 
+class QueuedGridSampler(optuna.samplers.GridSampler):
+    """A GridSampler whose points the sweep enqueues itself (`enqueue_grid`), so it decides when the grid is done.
+
+    Optuna's own end-of-grid logic runs on every tell: it calls `study.stop()`, which raises outside
+    `optimize()`, and with one point left reads a `grid_id` that queued trials never get (KeyError).
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def make_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     s = spec.sampler
     if s.type == "grid":
-        return optuna.samplers.GridSampler({d: list(getattr(spec.search_space, d)) for d in DIMENSIONS}, seed=s.seed)
+        return QueuedGridSampler({d: list(getattr(spec.search_space, d)) for d in DIMENSIONS}, seed=s.seed)
     if s.type == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.type == "tpe":
@@ -117,6 +173,31 @@ def _point_key(params: dict) -> str:
     return json.dumps({k: params[k] for k in DIMENSIONS if k in params}, sort_keys=True)
 
 
+point_key = _point_key
+
+
+def trial_point(t: FrozenTrial) -> dict:
+    """The parameters a trial runs: sampled ones, or the fixed ones of a queued (WAITING) trial."""
+    return dict(t.params) or dict(t.system_attrs.get("fixed_params", {}))
+
+
+def counts_as_failure(t: FrozenTrial) -> bool:
+    """A failure that uses up a retry: not an interruption (Ctrl-C) and not a skipped duplicate."""
+    return t.state == TrialState.FAIL and not t.user_attrs.get("interrupted") and "duplicate_of" not in t.user_attrs
+
+
+def active_points(trials: list[FrozenTrial]) -> set[str]:
+    return {_point_key(trial_point(t)) for t in trials if t.state in ACTIVE}
+
+
+def requeue(study: optuna.Study, params: dict, user_attrs: dict) -> bool:
+    """Queue `params` again unless a trial of that point completed, runs or waits (call under storage_lock)."""
+    if not params or _point_key(params) in active_points(study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(dict(params), user_attrs=user_attrs)
+    return True
+
+
 def grid_points(spec: SweepSpec) -> list[dict]:
     """The grid points a sweep runs: all of them, or a seeded random subset when n_trials is smaller.
 
@@ -138,11 +219,11 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
     `budget.max_retries` times (or always, with retry_failed).
     """
     trials = study.get_trials(deepcopy=False)
-    active = {_point_key(t.params or t.system_attrs.get("fixed_params", {})) for t in trials if t.state in ACTIVE}
+    active = active_points(trials)
     failures: dict[str, int] = {}
     for t in trials:
-        if t.state == TrialState.FAIL:
-            key = _point_key(t.params)
+        if counts_as_failure(t):
+            key = _point_key(trial_point(t))
             failures[key] = failures.get(key, 0) + 1
     queued = 0
     for point in grid_points(spec):
@@ -160,15 +241,15 @@ def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = F
 def retry_failed(study: optuna.Study) -> int:
     """Queue again every failed point that has not completed since (any sampler)."""
     trials = study.get_trials(deepcopy=False)
-    active = {_point_key(t.params or t.system_attrs.get("fixed_params", {})) for t in trials if t.state in ACTIVE}
+    active = active_points(trials)
     queued = 0
     for t in trials:
-        if t.state != TrialState.FAIL or not t.params:
+        if t.state != TrialState.FAIL or "duplicate_of" in t.user_attrs or not trial_point(t):
             continue
-        key = _point_key(t.params)
+        key = _point_key(trial_point(t))
         if key in active:
             continue
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        study.enqueue_trial(trial_point(t), user_attrs={"retry_of": t.number})
         active.add(key)
         queued += 1
     return queued

@@ -1,13 +1,13 @@
 """Running one job in a child process: CPU/GPU placement, heartbeats, timeouts, and the reason it died.
 
 Each trial gets its own process so that a crash, an out-of-memory kill or a hung trial is that
-trial's failure and never the sweep's. The child dies with its parent (PR_SET_PDEATHSIG), so a
-killed worker leaves no orphan training in the background.
+trial's failure and never the sweep's. The child arms PR_SET_PDEATHSIG itself, first thing (a
+preexec_fn would run between fork and exec of a multi-threaded parent, where it can deadlock), so
+a killed worker leaves no orphan training in the background.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -19,7 +19,61 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import psutil
+
 HOST = socket.gethostname()
+
+
+def _host_id() -> str:
+    """Where a pid means something: host, boot and PID namespace (containers may share a hostname).
+
+    SWEEP_HOST_ID overrides it; workers then only judge each other by heartbeats, as across machines.
+    """
+    if os.environ.get("SWEEP_HOST_ID"):
+        return os.environ["SWEEP_HOST_ID"]
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "?"
+    try:
+        ns = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        ns = "?"
+    return f"{HOST}/{boot}/{ns}"
+
+
+HOST_ID = _host_id()
+PROCESS_STARTED = psutil.Process().create_time()
+
+# Runs in the child before anything else: die with the parent, take the worker's cores, import
+# the trial code (timed, for the overhead benchmark), then run the job module exactly as
+# `python -m trainers.worker` would.
+_BOOT = """\
+import time
+started = time.time()
+import ctypes, json, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != parent:
+    sys.exit(75)  # the parent died before the signal was armed
+cores = os.environ.pop("SWEEP_CPU_AFFINITY", "")
+if cores and hasattr(os, "sched_setaffinity"):
+    try:
+        os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
+    except OSError:
+        pass
+if sys.argv[1] == "trial":
+    import trainers.config, trainers.jobs, trainers.trial
+try:
+    with open(sys.argv[3] + ".boot.json", "w") as f:
+        json.dump({"started_at": started, "imported_at": time.time()}, f)
+except OSError:
+    pass
+runpy.run_module("trainers.worker", run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -37,6 +91,7 @@ class Placement:
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        env["SWEEP_CPU_AFFINITY"] = ",".join(str(c) for c in self.cores)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
         return env
@@ -76,32 +131,26 @@ def default_workers() -> int:
     return max(1, len(visible_gpus()))
 
 
-def _die_with_parent(cores: list[int]) -> Callable[[], None]:
-    def setup() -> None:
-        # The child stays in the parent's process group, so Ctrl-C reaches it too.
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
-        try:
-            os.sched_setaffinity(0, cores)
-        except (AttributeError, OSError):
-            pass
-
-    return setup
-
-
 @dataclass
 class Outcome:
     returncode: int | None
     seconds: float
     interrupted: bool = False
     timed_out: bool = False
+    abandoned: bool = False  # the heartbeat said the trial was given away (failed by another worker)
+    spawned_at: float = 0.0  # wall clock, for the orchestration overhead benchmark
+    exited_at: float = 0.0
+
+    @property
+    def died(self) -> bool:
+        """The process ended abnormally on its own (signal, crash): worth one more try elsewhere."""
+        return not (self.interrupted or self.timed_out or self.abandoned) and self.returncode not in (0, 1)
 
     def reason(self, log_tail: str) -> str:
         if self.interrupted:
-            return "interrupted (Ctrl-C or worker shutdown)"
+            return "interrupted (Ctrl-C, SIGTERM or worker shutdown)"
+        if self.abandoned:
+            return "abandoned: another worker marked this trial failed (its heartbeats were late) and queued it again"
         if self.timed_out:
             return f"timed out after {self.seconds:.0f} s (budget.trial_timeout_minutes)"
         rc = self.returncode
@@ -110,6 +159,9 @@ class Outcome:
             hint = " (the kernel's out-of-memory killer sends this)" if -rc == signal.SIGKILL else ""
             return f"worker process killed by {name}{hint}; last output: {log_tail[-500:]}"
         return f"worker process exited with code {rc}; last output: {log_tail[-1500:]}"
+
+
+_STOP_CODES = {130, 143, -signal.SIGINT, -signal.SIGTERM}
 
 
 def run_job(
@@ -121,41 +173,65 @@ def run_job(
     *,
     stop: threading.Event,
     timeout_s: float | None = None,
-    heartbeat: Callable[[], None] | None = None,
+    heartbeat: Callable[[], bool | None] | None = None,
     heartbeat_s: float = 10.0,
+    on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run `python -m trainers.worker KIND JOB RESULT`, beating the heartbeat while it runs."""
-    cmd = [sys.executable, "-m", "trainers.worker", kind, str(job), str(result)]
+    """Run `python -m trainers.worker KIND JOB RESULT`, beating the heartbeat while it runs.
+
+    `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
+    or of SIGINT/SIGTERM while the worker is being stopped, counts as interrupted, not failed.
+    """
+    outcome = Outcome(returncode=None, seconds=0.0, spawned_at=time.time())
+    if stop.is_set():
+        outcome.interrupted = True
+        outcome.exited_at = outcome.spawned_at
+        return outcome
+    cmd = [sys.executable, "-c", _BOOT, str(os.getpid()), kind, str(job), str(result)]
     start = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=placement.env(), preexec_fn=_die_with_parent(placement.cores)
-        )
-        outcome = Outcome(returncode=None, seconds=0.0)
-        last_beat = start
-        while True:
-            try:
-                outcome.returncode = proc.wait(timeout=min(heartbeat_s, 1.0))
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_s:
-                heartbeat()
-                last_beat = time.monotonic()
-            if stop.is_set():
-                outcome.interrupted = True
-            elif timeout_s is not None and time.monotonic() - start > timeout_s:
-                outcome.timed_out = True
-            if outcome.interrupted or outcome.timed_out:
-                proc.terminate()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=placement.env())
+        try:
+            if on_start is not None:
+                on_start(proc.pid)
+            last_beat = start
+            while True:
                 try:
-                    outcome.returncode = proc.wait(timeout=10)
+                    outcome.returncode = proc.wait(timeout=min(heartbeat_s, 1.0))
+                    break
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    outcome.returncode = proc.wait()
-                break
+                    pass
+                if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_s:
+                    last_beat = time.monotonic()
+                    if heartbeat() is False:
+                        outcome.abandoned = True
+                if stop.is_set():
+                    outcome.interrupted = True
+                elif timeout_s is not None and time.monotonic() - start > timeout_s:
+                    outcome.timed_out = True
+                if outcome.interrupted or outcome.timed_out or outcome.abandoned:
+                    outcome.returncode = _terminate(proc)
+                    break
+        except BaseException:  # Ctrl-C in the thread that waits (e.g. preparation): take the child along
+            _terminate(proc)
+            raise
+    if outcome.returncode in _STOP_CODES and not stop.is_set():
+        stop.wait(2.0)  # Ctrl-C reached the child first; the worker's own stop follows in a moment
+    if stop.is_set() and not (outcome.timed_out or outcome.abandoned) and outcome.returncode != 0:
+        outcome.interrupted = True
     outcome.seconds = time.monotonic() - start
+    outcome.exited_at = time.time()
     return outcome
+
+
+def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def tail(path: Path, n: int = 4000) -> str:
@@ -174,3 +250,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """`pid` runs and, when its start time is known, is the same process (pids get reused)."""
+    if not pid_alive(pid):
+        return False
+    if started is None:
+        return True
+    try:
+        return abs(psutil.Process(pid).create_time() - float(started)) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True

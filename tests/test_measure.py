@@ -157,6 +157,7 @@ def test_latency_stats_are_consistent_and_named():
     assert s.throughput_samples_per_s == pytest.approx(4 * 1000 / s.p50_ms)
     assert s.stable == (s.halves_rel_gap <= 0.02)
     assert s.stop_reason in ("stable", "max_repeats", "max_seconds")
+    assert 0 < s.cpu_utilisation < 1.5  # one thread busy for most of the wall time (plus sampling slack)
     assert set(s.metrics()) == {"latency_ms_p50_bs4", "latency_ms_p90_bs4", "latency_ms_p99_bs4",
                                 "throughput_samples_per_s_bs4"}
     assert s.tags()["latency_bs4_input_shape"].startswith("[4, 16]")

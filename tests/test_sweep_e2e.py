@@ -131,3 +131,16 @@ def test_changed_sweep_file_is_refused_for_an_existing_study(launched):
     proc = sweep_cli("launch", str(changed), cwd=work, check=False)
     assert proc.returncode == 2
     assert "changes ['training']" in proc.stdout
+
+
+def test_sweep_measure_on_an_export_reproduces_its_accuracy_exactly(launched):
+    work, sweep, _ = launched
+    out = work / "exported-fast"
+    sweep_cli("export", "tiny", "--out", str(out), cwd=work)
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    printed = sweep_cli("measure", str(out / "model"), "--sweep", str(sweep), "--output", str(work / "m.json"), cwd=work).stdout
+    assert "latency_ms_p50_bs1" in printed
+    measured = json.loads((work / "m.json").read_text())["metrics"]
+    assert measured["accuracy"] == doc["metrics"]["accuracy"]
+    assert measured["params_total"] == doc["metrics"]["params_total"]
+    assert measured["latency_ms"] > 0 and measured["memory_mb"] > 0

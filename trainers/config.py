@@ -53,4 +53,7 @@ class TrialConfig(Strict):
     distill_alpha: float = Field(0.0, ge=0.0, le=1.0, description="0 = no distillation (no teacher forward)")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     output_dir: Path = Path("trial-output")
+    measure_lock: Path | None = Field(
+        None, description="a lock file shared by the workers of one machine: CPU measurements run one at a time"
+    )
     save_model: bool = True

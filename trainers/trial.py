@@ -6,12 +6,15 @@ can be run, tested and debugged on its own (`sweep trial config.yaml`).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock
 
 from trainers.config import TrialConfig
 from trainers.data import encode_cached, load_data
@@ -68,11 +71,12 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
             log("distillation: no cached teacher logits given; running the teacher forward on every batch")
 
     pruner = make_pruner(student, cfg.pruning_ratio, cfg.pruning)
-    calib = list(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed))[:8]
+    calib = list(itertools.islice(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed), 8))
     pruner.prepare(student, calib)
     precision = train_precision(cfg.precision)
     t1 = time.perf_counter()
-    with track_memory("train", device) as mem_train, track_emissions("train", cfg.measure) as em_train:
+    with track_memory("train", device, sample_interval_s=0.05) as mem_train, \
+            track_emissions("train", cfg.measure) as em_train:
         stats = train(
             student, encoded["train"], cfg.training, device=device, precision=precision,
             alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
@@ -80,8 +84,14 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
             score_lr=cfg.pruning.scores_lr, val_split=encoded["validation"] if len(loaded.splits["validation"]) else None,
             log=log,
         )
+        plan = pruner.finalize(student)
+        if plan.refilled:
+            # Hybrid filled: the restored blocks change the function, so the kept heads retrain briefly.
+            log("hybrid filled: retraining 1 epoch after restoring partially pruned heads")
+            train(student, encoded["train"], cfg.training.model_copy(update={"epochs": 1}), device=device,
+                  precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
+                  teacher_logits=teacher_logits, teacher=live_teacher, log=log)
     timings["train_s"] = time.perf_counter() - t1
-    plan = pruner.finalize(student)
     student.to("cpu").eval()
     del live_teacher
 
@@ -92,10 +102,13 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
 
     t2 = time.perf_counter()
-    measured = measure_student(student, encoded["test"], cfg.measure, precision=cfg.precision,
-                               num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
-                               model_dir=model_dir)
-    timings["measure_s"] = time.perf_counter() - t2
+    # Parallel trials on one machine would slow each other's timings; measuring takes turns.
+    with FileLock(str(cfg.measure_lock)) if cfg.measure_lock else contextlib.nullcontext():
+        timings["measure_wait_s"] = time.perf_counter() - t2
+        measured = measure_student(student, encoded["test"], cfg.measure, precision=cfg.precision,
+                                   num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
+                                   model_dir=model_dir)
+    timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
     metrics = dict(measured.metrics)
     metrics.update(mem_train.metrics())

@@ -37,6 +37,9 @@ class LatencyStats(BaseModel):
     stable: bool
     stop_reason: StopReason
     halves_rel_gap: float  # |median(first half) - median(second half)| / median(all)
+    # process CPU time / (wall time x threads) over the timed runs: well below 1 on CPU means other work
+    # competed for the cores (the halves test cannot see steady contention, this can)
+    cpu_utilisation: float
 
     def metrics(self) -> dict[str, float]:
         b = self.batch_size
@@ -55,6 +58,7 @@ class LatencyStats(BaseModel):
             f"latency_bs{b}_warmup": str(self.warmup),
             f"latency_bs{b}_stop_reason": self.stop_reason,
             f"latency_bs{b}_halves_rel_gap": f"{self.halves_rel_gap:.4f}",
+            f"latency_bs{b}_cpu_utilisation": f"{self.cpu_utilisation:.2f}",
             f"latency_bs{b}_timer": self.timer,
             f"latency_bs{b}_threads": str(self.threads),
             f"latency_bs{b}_device": self.device,
@@ -148,7 +152,8 @@ def measure_latency(
                 forward()
             if cuda:
                 torch.cuda.synchronize()
-            deadline = time.perf_counter() + max_seconds
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            deadline = wall0 + max_seconds
             while len(samples) < max_repeats:
                 samples.append(_timed_call(forward, cuda))
                 if len(samples) >= min_repeats and halves_gap(samples) <= rel_tol:
@@ -157,6 +162,7 @@ def measure_latency(
                 if time.perf_counter() >= deadline and len(samples) >= 2:
                     reason = "max_seconds"
                     break
+            utilisation = (time.process_time() - cpu0) / ((time.perf_counter() - wall0) * used_threads)
     finally:
         model.train(was_training)
 
@@ -181,4 +187,5 @@ def measure_latency(
         stable=gap <= rel_tol,
         stop_reason=reason,
         halves_rel_gap=gap,
+        cpu_utilisation=utilisation,
     )

@@ -35,7 +35,9 @@ class PruningConfig(BaseModel):
     )
     scores_lr: float = Field(1e-2, gt=0, description="learning rate of the score parameters (own optimizer group)")
     l1_lambda: float = Field(
-        10.0, ge=0, description="threshold mode: weight of the L1 penalty on sigmoid(scores) (ramped with the threshold)"
+        10.0,
+        ge=0,
+        description="threshold mode: weight of the L1 penalty on sigmoid(scores) (ramped with the threshold)",
     )
     initial_threshold: float = Field(0.0, ge=0, lt=1, description="threshold mode: sigmoid threshold at the start")
     final_threshold: float = Field(0.1, gt=0, lt=1, description="threshold mode: sigmoid threshold after the ramp")

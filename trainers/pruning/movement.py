@@ -102,6 +102,8 @@ class BlockMovementPruner:
     # ---- the Pruner protocol -------------------------------------------------------------------
 
     def prepare(self, model: nn.Module, calib_batches: Iterable[dict] | None = None) -> None:
+        if self.model is not None:
+            raise RuntimeError("prepare() was already called; one pruner masks one model once")
         self.model = model
         self._refresh()
         for i, layer in enumerate(encoder_layers(model)):
@@ -228,7 +230,7 @@ class BlockMovementPruner:
                      refilled=self.cfg.hybrid_filled and partial_heads)
 
     def _fold_value_bias(self, lin: dict[str, nn.Linear], masked: dict[str, torch.Tensor], kept: set[int]) -> None:
-        """A removed head whose V is fully masked still adds O_h @ b_v,h (softmax rows sum to 1): move it into O's bias."""
+        """A removed head with all of V masked still adds O_h @ b_v,h (softmax rows sum to 1): into O's bias."""
         v_bias, o_bias, d = lin["value"].bias, lin["attn_out"].bias, self.dims.head_size
         if v_bias is None:
             return

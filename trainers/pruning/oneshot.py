@@ -43,7 +43,7 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict]) -> tuple[torch.
     try:
         for batch in batches:
             if "labels" not in batch:
-                raise ValueError(f"taylor importance needs 'labels' in every calibration batch, got keys {sorted(batch)}")
+                raise ValueError(f"taylor importance needs 'labels' in each calibration batch, got {sorted(batch)}")
             inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
             model.zero_grad(set_to_none=True)
             model(**inputs).loss.backward()

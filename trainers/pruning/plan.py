@@ -113,7 +113,8 @@ class PruningPlan(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> PruningPlan:
         for i, lp in enumerate(self.layers):
-            for name, kept, size in (("heads", lp.heads, self.num_attention_heads), ("ffn", lp.ffn, self.intermediate_size)):
+            checks = (("heads", lp.heads, self.num_attention_heads), ("ffn", lp.ffn, self.intermediate_size))
+            for name, kept, size in checks:
                 if not kept:
                     raise ValueError(f"pruning plan layer {i}: at least one of {name} must be kept")
                 if kept != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= size:
@@ -123,7 +124,11 @@ class PruningPlan(BaseModel):
     @property
     def dims(self) -> EncoderDims:
         return EncoderDims(
-            len(self.layers), self.num_attention_heads, self.attention_head_size, self.hidden_size, self.intermediate_size
+            num_layers=len(self.layers),
+            num_heads=self.num_attention_heads,
+            head_size=self.attention_head_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
         )
 
     @property
@@ -269,10 +274,11 @@ def check_unpruned(model: nn.Module) -> EncoderDims:
     d = encoder_dims(model)
     for i, layer in enumerate(encoder_layers(model)):
         lin = layer_linears(layer)
-        if lin["query"].out_features != d.num_heads * d.head_size or lin["intermediate"].out_features != d.intermediate_size:
+        rows, width = lin["query"].out_features, lin["intermediate"].out_features
+        if rows != d.num_heads * d.head_size or width != d.intermediate_size:
             raise ValueError(
-                f"encoder layer {i} is already pruned (query has {lin['query'].out_features} rows, intermediate "
-                f"{lin['intermediate'].out_features}); prune the unpruned model instead"
+                f"encoder layer {i} is already pruned (query has {rows} rows, intermediate {width});"
+                " prune the unpruned model instead"
             )
     return d
 
