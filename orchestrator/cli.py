@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
-console = Console()
+# Piped output (CI logs, `| tee`) gets room for the wide tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # table-creation chatter would drown the report
 logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -50,6 +50,30 @@ class PrepareResult(BaseModel):
     baseline_per_class_f1: dict[str, float] = {}
 
 
+class MeasureJob(BaseModel):
+    """Measure a saved model folder in a fresh process (`sweep measure`'s code path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: Path
+    data: DataConfig
+    data_base_dir: Path
+    measure: MeasureConfig
+    max_seq_len: int
+    cache_dir: Path
+    batch_size: int = 64
+    precision: str | None = None
+
+
+class MeasureResult(BaseModel):
+    ok: bool = True
+    error: str | None = None
+    precision: str = ""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    per_class_f1: dict[str, float] = {}
+
+
 class TrialResult(BaseModel):
     ok: bool = True
     error: str | None = None

@@ -9,6 +9,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,7 +22,7 @@ from filelock import FileLock
 
 from trainers.config import TrialConfig
 from trainers.data import encode_cached, load_data
-from trainers.jobs import TrialResult
+from trainers.jobs import MeasureJob, MeasureResult, TrialResult
 from trainers.measure import MeasureConfig, measure_model, track_emissions, track_memory
 from trainers.precision import autocast, cpu_numerics, for_inference, resolve_device, train_precision, unsupported_reason
 from trainers.pruning import load_pruned, make_pruner, pruning_summary, save_pruned
@@ -105,9 +109,16 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     # Parallel trials on one machine would slow each other's timings; measuring takes turns.
     with FileLock(str(cfg.measure_lock)) if cfg.measure_lock else contextlib.nullcontext():
         timings["measure_wait_s"] = time.perf_counter() - t2
-        measured = measure_student(student, encoded["test"], cfg.measure, precision=cfg.precision,
-                                   num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
-                                   model_dir=model_dir)
+        if model_dir is not None:
+            measured = measure_fresh(model_dir, cfg.data, cfg.data_base_dir, cfg.measure,
+                                     max_seq_len=cfg.training.max_seq_len, cache_dir=cfg.cache_dir,
+                                     batch_size=cfg.training.eval_batch_size, log_path=cfg.output_dir / "measure.log")
+        else:  # nothing saved to load: measured in this (trained-in) process, and tagged so
+            in_process = measure_student(student, encoded["test"], cfg.measure, precision=cfg.precision,
+                                         num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size)
+            measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics,
+                                     tags={**in_process.tags, "measure_process": "the training process"},
+                                     per_class_f1={loaded.label_names[int(i)]: float(v) for i, v in in_process.per_class_f1.items()})
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
     metrics = dict(measured.metrics)
@@ -135,12 +146,11 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     tags = {**measured.tags, **mem_train.tags(), **em_train.tags(),
             "precision_train": precision, "precision_measured": cfg.precision,
             "pruning_method": cfg.pruning.method, **numerics, "emissions_scope_total": "emissions_kg_co2e = train + infer phases"}
-    names = loaded.label_names
     result = TrialResult(
         metrics=metrics, tags=tags,
         params={"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
                 "distill_alpha": cfg.distill_alpha, "precision": cfg.precision},
-        per_class_f1={names[int(i)]: float(v) for i, v in measured.per_class_f1.items()},
+        per_class_f1=measured.per_class_f1,
         pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings,
     )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -180,3 +190,23 @@ def measure_saved(model_dir: str | Path, data_cfg, data_base_dir: Path, measure_
                                num_labels=loaded.num_labels, batch_size=batch_size, model_dir=model_dir)
     per_class = {loaded.label_names[int(i)]: float(v) for i, v in measured.per_class_f1.items()}
     return measured, per_class, precision
+
+
+def measure_fresh(model_dir: Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *, max_seq_len: int,
+                  cache_dir: Path, batch_size: int, precision: str | None = None, log_path: Path | None = None) -> MeasureResult:
+    """`measure_saved` in a new process: the trained-in process holds training's memory, so its peak RSS
+    would charge a student for its own training; a fresh process sees only what deployment would."""
+    job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
+                     max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision)
+    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(job.model_dump_json())
+        with open(log_path or os.devnull, "ab") as log:
+            code = subprocess.call([sys.executable, "-m", "trainers.worker", "measure", str(job_path), str(result_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        result = MeasureResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
+    if code != 0 or result is None or not result.ok:
+        why = result.error if result is not None and result.error else f"exit code {code}"
+        raise RuntimeError(f"measuring {model_dir} failed: {why}" + (f" (log: {log_path})" if log_path else ""))
+    result.tags["measure_process"] = "a fresh process that loaded the saved model (as `sweep measure` does)"
+    return result

@@ -24,7 +24,7 @@ def prepare(job_path: Path):
     from trainers.measure import track_emissions
     from trainers.precision import resolve_device
     from trainers.teacher import prepare_teacher
-    from trainers.trial import load_and_encode, measure_student
+    from trainers.trial import load_and_encode
     from transformers import AutoTokenizer
 
     job = PrepareJob.model_validate_json(job_path.read_text())
@@ -47,15 +47,15 @@ def prepare(job_path: Path):
         teacher_meta=teacher.meta,
     )
     if job.measure_baseline:
-        from trainers.pruning import load_pruned
+        from trainers.trial import measure_fresh
 
-        model, _ = load_pruned(teacher.model_dir)
-        measured = measure_student(model, encoded["test"], job.measure, precision="fp32",
-                                   num_labels=loaded.num_labels, batch_size=job.training.eval_batch_size,
-                                   model_dir=teacher.model_dir)
-        result.baseline_metrics = measured.metrics
+        measured = measure_fresh(teacher.model_dir, job.data, job.data_base_dir, job.measure,
+                                 max_seq_len=job.training.max_seq_len, cache_dir=job.cache_dir / "data",
+                                 batch_size=job.training.eval_batch_size, precision="fp32",
+                                 log_path=job.output_dir / "measure.log")
+        result.baseline_metrics = dict(measured.metrics)
         result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
-        result.baseline_per_class_f1 = {loaded.label_names[int(i)]: float(v) for i, v in measured.per_class_f1.items()}
+        result.baseline_per_class_f1 = measured.per_class_f1
         fine_tune = teacher.meta.get("train_metrics") or {}
         result.baseline_metrics.update(fine_tune)
         if "energy_kwh_infer" in measured.metrics:
@@ -67,6 +67,17 @@ def prepare(job_path: Path):
     return result
 
 
+def measure(job_path: Path):
+    from trainers.jobs import MeasureJob, MeasureResult
+    from trainers.trial import measure_saved
+
+    job = MeasureJob.model_validate_json(job_path.read_text())
+    measured, per_class, used = measure_saved(job.model_dir, job.data, job.data_base_dir, job.measure,
+                                              max_seq_len=job.max_seq_len, cache_dir=job.cache_dir,
+                                              batch_size=job.batch_size, precision=job.precision)
+    return MeasureResult(precision=used, metrics=measured.metrics, tags=measured.tags, per_class_f1=per_class)
+
+
 def trial(job_path: Path):
     from trainers.config import TrialConfig
     from trainers.trial import run_trial
@@ -75,22 +86,25 @@ def trial(job_path: Path):
     return run_trial(TrialConfig.model_validate(raw), log=_log)
 
 
+KINDS = {"prepare": prepare, "trial": trial, "measure": measure}
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] not in {"prepare", "trial"}:
-        print("usage: python -m trainers.worker {prepare|trial} JOB RESULT", file=sys.stderr)
+    if len(argv) != 3 or argv[0] not in KINDS:
+        print("usage: python -m trainers.worker {prepare|trial|measure} JOB RESULT", file=sys.stderr)
         return 2
     kind, job_path, result_path = argv[0], Path(argv[1]), Path(argv[2])
-    from trainers.jobs import PrepareResult, TrialResult
+    from trainers.jobs import MeasureResult, PrepareResult, TrialResult
 
     try:
-        result = prepare(job_path) if kind == "prepare" else trial(job_path)
+        result = KINDS[kind](job_path)
         code = 0
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - reported in the result, the sweep goes on
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
-        result = (PrepareResult if kind == "prepare" else TrialResult)(ok=False, error=message)
+        result = {"prepare": PrepareResult, "trial": TrialResult, "measure": MeasureResult}[kind](ok=False, error=message)
         code = 1
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(result.model_dump_json(indent=2))
