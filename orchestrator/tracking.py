@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,14 @@ def resolve_tracking_uri(flag: str | None, spec_uri: str | None, root: Path = DE
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_tracking_uri(root)
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (storage, tracking server) before they reach logged params or tags."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", text)
+
+
 def flatten(prefix: str, value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         out: dict[str, str] = {}
@@ -42,7 +51,7 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
         return out
     text = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-    return {prefix: text[:_MAX_PARAM]}
+    return {prefix: redact(text)[:_MAX_PARAM]}
 
 
 def _retrying(fn, *args, attempts: int = 8, **kwargs):
@@ -103,7 +112,7 @@ class Tracker:
             self.client.update_run(run_id, status="RUNNING")
         else:
             run = self.client.create_run(
-                experiment_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study, **tags}
+                experiment_id, run_name=f"study:{study}", tags={ROLE: "study", STUDY: study, **{k: redact(str(v)) for k, v in tags.items()}}
             )
             run_id = run.info.run_id
             self.log(run_id, params=params)
@@ -118,15 +127,15 @@ class Tracker:
             self.client.create_run,
             experiment_id,
             run_name=name,
-            tags={ROLE: role, STUDY: study, PARENT: parent_id, **{k: str(v) for k, v in tags.items()}},
+            tags={ROLE: role, STUDY: study, PARENT: parent_id, **{k: redact(str(v)) for k, v in tags.items()}},
         )
         return run.info.run_id
 
     def log(self, run_id: str, *, params: dict | None = None, metrics: dict | None = None, tags: dict | None = None):
         now = int(time.time() * 1000)
-        batch_params = [Param(k, str(v)[:_MAX_PARAM]) for k, v in (params or {}).items()]
+        batch_params = [Param(k, redact(str(v))[:_MAX_PARAM]) for k, v in (params or {}).items()]
         batch_metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
-        batch_tags = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+        batch_tags = [RunTag(k, redact(str(v))[:5000]) for k, v in (tags or {}).items()]
         for i in range(0, max(len(batch_params), len(batch_metrics), len(batch_tags)), 100):
             _retrying(
                 self.client.log_batch,

@@ -96,3 +96,12 @@ def test_grid_defaults_and_subset(tmp_path):
 def test_shipped_sweep_files_parse(name):
     spec = load_sweep(REPO / "sweeps" / name, check_hardware=False)
     assert spec.n_trials >= 6
+
+
+def test_passwords_in_urls_never_reach_logged_params_or_tags():
+    from orchestrator.tracking import flatten, redact
+
+    url = "postgresql://sweep:s3cret@db:5432/sweeps"
+    assert redact(url) == "postgresql://sweep:***@db:5432/sweeps"
+    assert "s3cret" not in str(flatten("", {"storage": url, "tracking": {"uri": "http://u:pw@mlflow:5000"}}))
+    assert redact("journal:/tmp/a.journal") == "journal:/tmp/a.journal"
