@@ -30,7 +30,7 @@ from orchestrator import pareto
 from orchestrator.spec import DIMENSIONS, SpecError, SweepSpec
 from orchestrator.study import finite, point_key, requeue, storage_lock, trial_point
 from orchestrator.tracking import FAILED, FINISHED, KILLED, Tracker, flatten
-from orchestrator.workers import HOST, HOST_ID, PROCESS_STARTED, Placement, Outcome, process_alive, run_job, tail
+from orchestrator.workers import HOST, HOST_ID, available_cores, PROCESS_STARTED, Placement, Outcome, process_alive, run_job, tail
 from trainers.jobs import PrepareJob, PrepareResult, TrialResult
 from trainers.config import TrialConfig
 
@@ -133,7 +133,7 @@ def prepare(spec: SweepSpec, root: Path, *, measure_baseline: bool, log: Log, st
     result_path.unlink(missing_ok=True)
     log_path.write_text("")
     log("preparing: data report, tokenisation, teacher" + (" and baseline measurement" if measure_baseline else ""))
-    outcome = run_job("prepare", job_path, result_path, log_path, Placement(cores=_all_cores()), stop=stop or threading.Event())
+    outcome = run_job("prepare", job_path, result_path, log_path, Placement(cores=available_cores()), stop=stop or threading.Event())
     if result_path.exists():
         result = PrepareResult.model_validate_json(result_path.read_text())
         if not result.ok:
@@ -141,12 +141,6 @@ def prepare(spec: SweepSpec, root: Path, *, measure_baseline: bool, log: Log, st
         if outcome.returncode == 0:
             return result
     raise RuntimeError(f"preparation failed: {outcome.reason(tail(log_path))} (log: {log_path})")
-
-
-def _all_cores() -> list[int]:
-    from orchestrator.workers import available_cores
-
-    return available_cores()
 
 
 # --- one trial -------------------------------------------------------------------------------

@@ -33,10 +33,6 @@ COMPRESSION_FILE = "compression.json"  # how a saved student is meant to run (it
 Log = Callable[[str], None]
 
 
-def _seed(seed: int) -> None:
-    torch.manual_seed(seed)
-
-
 def load_and_encode(data_cfg, base_dir: Path, tokenizer, *, max_seq_len: int, cache_dir: Path, report_truncation: bool = False):
     """Cleaned splits and their (cached) token ids; truncation counts only when asked (they tokenise everything)."""
     loaded = load_data(data_cfg, base_dir, max_seq_len=max_seq_len, tokenizer=tokenizer if report_truncation else None)
@@ -59,7 +55,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     device = resolve_device(cfg.training.device)
     if reason := unsupported_reason(cfg.precision, device):
         raise ValueError(f"precision {cfg.precision} on {device}: {reason}")
-    _seed(cfg.training.seed)
+    torch.manual_seed(cfg.training.seed)
     student, tokenizer = load_pruned(cfg.teacher_dir)
     loaded, encoded = load_and_encode(cfg.data, cfg.data_base_dir, tokenizer,
                                       max_seq_len=cfg.training.max_seq_len, cache_dir=cfg.cache_dir)
