@@ -1,0 +1,144 @@
+"""The metric vocabulary: every metric name the project logs or decides on, defined once.
+
+A metric name carries its unit (`_ms`, `_mb`, `_kwh`, ...) and, for quality metrics, its split:
+`val_*` is measured on the validation split and is what every decision reads (objectives,
+constraints, Pareto front, export pick, early stopping); `test_*` is measured on the test split and
+is only ever reported. Measurement (`trainers/`) produces these names; the spec, Pareto logic,
+reports and export (`orchestrator/`) read them through this module, so a typo is an error at
+validation time rather than a trial that fails after hours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Direction = Literal["maximize", "minimize"]
+
+# --- quality, per split ------------------------------------------------------------------------
+VAL_ACCURACY = "val_accuracy"
+VAL_MACRO_F1 = "val_macro_f1"
+TEST_ACCURACY = "test_accuracy"
+TEST_MACRO_F1 = "test_macro_f1"
+
+# --- speed -------------------------------------------------------------------------------------
+LATENCY_P50_BS1 = "latency_ms_p50_bs1"
+LATENCY_P90_BS1 = "latency_ms_p90_bs1"
+LATENCY_P99_BS1 = "latency_ms_p99_bs1"
+
+# --- memory and size ---------------------------------------------------------------------------
+MEMORY_MODEL = "memory_model_mb"  # weights at the deployed precision + peak activation/workspace of the measured batch
+MEMORY_WEIGHTS = "memory_weights_mb"  # bytes of the deployed weights (int8 weights count 1 byte)
+MEMORY_ACTIVATIONS = "memory_activations_peak_mb"  # peak memory above the loaded model during the measured forwards
+MEMORY_PROCESS_PEAK = "memory_process_peak_mb_infer"  # whole measuring process peak RSS (interpreter + torch included)
+MODEL_DISK = "model_disk_mb"  # weight files on disk, at the stored precision
+PARAMS_TOTAL = "params_total"
+PARAMS_ENCODER = "params_encoder"
+
+# --- energy ------------------------------------------------------------------------------------
+ENERGY_TRAIN = "energy_kwh_train"
+EMISSIONS_TRAIN = "emissions_kg_co2e_train"
+ENERGY_PER_1K = "energy_kwh_per_1k_predictions"
+EMISSIONS_PER_1K = "emissions_kg_co2e_per_1k_predictions"
+
+# --- pruning and vocabulary --------------------------------------------------------------------
+PRUNING_ACHIEVED_RATIO = "pruning_achieved_ratio"
+VOCAB_SIZE_BEFORE = "vocab_size_before"
+VOCAB_SIZE_AFTER = "vocab_size_after"
+
+# --- compared with the teacher (computed by the orchestrator from the baseline) ----------------
+DELTA_VAL_ACCURACY = "delta_val_accuracy_points"
+SPEEDUP_BS1 = "speedup_p50_bs1"
+
+# Seeds: a metric measured once per training seed is logged as its mean under the plain name, plus
+# `<name>_std`, `<name>_ci95` (half-width of the 95 % t-interval of the mean) and `<name>_seed<i>`.
+SEED_SUFFIXES = ("_std", "_ci95")
+
+
+def seed_name(metric: str, seed_index: int) -> str:
+    return f"{metric}_seed{seed_index}"
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    unit: str
+    meaning: str
+    better: Direction
+
+
+METRICS: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo(VAL_ACCURACY, "fraction 0-1", "accuracy on the validation split (decides)", "maximize"),
+        MetricInfo(VAL_MACRO_F1, "fraction 0-1", "macro-averaged F1 on the validation split (decides)", "maximize"),
+        MetricInfo(TEST_ACCURACY, "fraction 0-1", "accuracy on the held-out test split (reported only)", "maximize"),
+        MetricInfo(TEST_MACRO_F1, "fraction 0-1", "macro-averaged F1 on the test split (reported only)", "maximize"),
+        MetricInfo(LATENCY_P50_BS1, "ms", "median wall time of one forward pass at batch 1", "minimize"),
+        MetricInfo(LATENCY_P90_BS1, "ms", "90th percentile forward-pass time at batch 1", "minimize"),
+        MetricInfo(LATENCY_P99_BS1, "ms", "99th percentile forward-pass time at batch 1", "minimize"),
+        MetricInfo(MEMORY_MODEL, "MiB", "deployed weights + peak activation memory of the measured batch", "minimize"),
+        MetricInfo(MEMORY_WEIGHTS, "MiB", "bytes of the weights at the deployed precision", "minimize"),
+        MetricInfo(MEMORY_ACTIVATIONS, "MiB", "peak memory of the forward passes above the loaded model", "minimize"),
+        MetricInfo(MEMORY_PROCESS_PEAK, "MiB", "peak RSS of the whole measuring process (includes torch itself)", "minimize"),
+        MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
+        MetricInfo(PARAMS_TOTAL, "count", "all parameters of the model", "minimize"),
+        MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),
+        MetricInfo(ENERGY_TRAIN, "kWh", "energy of the student's training (CodeCarbon)", "minimize"),
+        MetricInfo(EMISSIONS_TRAIN, "kg CO2e", "emissions of the student's training (CodeCarbon)", "minimize"),
+        MetricInfo(ENERGY_PER_1K, "kWh", "inference energy per 1,000 predictions (CodeCarbon)", "minimize"),
+        MetricInfo(EMISSIONS_PER_1K, "kg CO2e", "inference emissions per 1,000 predictions (CodeCarbon)", "minimize"),
+        MetricInfo(PRUNING_ACHIEVED_RATIO, "fraction 0-1", "encoder attention+FFN weights physically removed", "maximize"),
+        MetricInfo(VOCAB_SIZE_BEFORE, "tokens", "tokenizer vocabulary before trimming", "minimize"),
+        MetricInfo(VOCAB_SIZE_AFTER, "tokens", "tokenizer vocabulary after trimming", "minimize"),
+        MetricInfo(DELTA_VAL_ACCURACY, "points", "validation accuracy minus the teacher's, x100", "maximize"),
+        MetricInfo(SPEEDUP_BS1, "x", "teacher p50 latency at batch 1 / this model's", "maximize"),
+    )
+}
+
+# Friendly names users write in objectives, constraints and pick rules -> the metric they read.
+ALIASES: dict[str, str] = {
+    "accuracy": VAL_ACCURACY,
+    "f1": VAL_MACRO_F1,
+    "latency": LATENCY_P50_BS1,
+    "latency_ms": LATENCY_P50_BS1,
+    "memory": MEMORY_MODEL,
+    "memory_mb": MEMORY_MODEL,
+    "size": MODEL_DISK,
+    "params": PARAMS_TOTAL,
+    "energy": ENERGY_PER_1K,
+    "emissions": EMISSIONS_PER_1K,
+}
+
+# Metrics whose names match these prefixes are logged by measurement but not listed one by one
+# (per-layer pruning shapes, per-batch-size latencies, per-seed values, ...). A name in none of
+# these is unknown.
+FAMILY_PREFIXES = ("latency_ms_", "throughput_samples_per_s_", "memory_", "energy_kwh", "emissions_kg_co2e",
+                   "pruning_", "params_", "val_", "test_", "train_", "vocab_", "ratio_", "speedup", "delta_",
+                   "onnx_", "runtime_")
+
+# Metrics that describe the test split: never allowed in anything that chooses.
+TEST_PREFIX = "test_"
+
+
+class UnknownMetric(ValueError):
+    pass
+
+
+def resolve(name: str) -> str:
+    """The logged metric a user-facing name refers to (an alias or a full metric name)."""
+    metric = ALIASES.get(name, name)
+    if metric in METRICS or any(metric.startswith(p) for p in FAMILY_PREFIXES):
+        return metric
+    raise UnknownMetric(f"unknown metric {name!r}; expected an alias ({', '.join(sorted(ALIASES))}) "
+                        f"or a metric name ({', '.join(sorted(METRICS))})")
+
+
+def is_test_metric(name: str) -> bool:
+    return name.startswith(TEST_PREFIX)
+
+
+def describe(name: str) -> str:
+    """'<meaning> [<unit>]' for a known metric, the bare name otherwise (for captions and model cards)."""
+    info = METRICS.get(name)
+    return f"{info.meaning} [{info.unit}]" if info else name
