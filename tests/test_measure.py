@@ -29,6 +29,10 @@ from trainers.measure import (
 )
 from trainers.measure.emissions import _new_tracker, _serialise_measurements
 from trainers.measure.memory import MIB, _RssSampler
+from trainers.measure.emissions import measure_inference_energy
+from trainers.measure.memory import measure_model_memory, weight_bytes
+from trainers.metrics import (EMISSIONS_PER_1K, ENERGY_PER_1K, MEMORY_ACTIVATIONS, MEMORY_MODEL, MEMORY_PROCESS_PEAK,
+                              MEMORY_WEIGHTS, METRICS)
 from trainers.precision import for_inference
 
 CUDA = torch.cuda.is_available()
@@ -188,9 +192,11 @@ def test_track_memory_sees_a_transient_allocation():
         del block
     assert mem.rss_peak_mb - mem.rss_baseline_mb >= 50
     assert mem.rss_peak_mb > 0 and mem.peak_mb == mem.rss_peak_mb
-    assert set(mem.metrics()) == {"memory_peak_mb_infer", "memory_rss_peak_mb_infer", "memory_rss_increase_mb_infer"}
+    assert set(mem.metrics()) == {MEMORY_PROCESS_PEAK, "memory_process_rss_peak_mb_infer",
+                                  "memory_process_rss_increase_mb_infer"}
     tags = mem.tags()
-    assert "process_peak_rss" in tags["memory_kind_infer"] and tags["memory_unit_infer"].startswith("MiB")
+    assert "process_peak_rss" in tags["memory_process_kind_infer"]
+    assert tags["memory_process_unit_infer"].startswith("MiB")
 
 
 def test_nested_memory_trackers_keep_the_outer_peak():
@@ -233,6 +239,67 @@ def test_parameter_counts_and_disk_size(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no weight files"):
         model_disk_mb(tmp_path / "empty")
+
+
+def weights_dominated_bert() -> BertForSequenceClassification:
+    """Small vocabulary, wide layers: Linear weights (what int8 quantises) dominate, as in a real encoder."""
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=256, num_attention_heads=4, intermediate_size=1024, num_hidden_layers=2,
+                     vocab_size=100, max_position_embeddings=64, num_labels=3)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def test_weight_bytes_counts_the_stored_precision():
+    fp32 = weights_dominated_bert()
+    n = sum(p.numel() for p in fp32.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in fp32.buffers())
+    assert weight_bytes(fp32) == 4 * n + buffers
+    assert weight_bytes(weights_dominated_bert().to(torch.bfloat16)) == 2 * n + buffers
+    int8 = for_inference(weights_dominated_bert(), "int8")
+    linear = sum(m.weight.numel() for m in fp32.modules() if isinstance(m, nn.Linear))
+    # Linear weights at 1 byte (+ one scale/zero point each), everything else (biases, embeddings) fp32
+    n_linear = sum(1 for m in fp32.modules() if isinstance(m, nn.Linear))
+    assert weight_bytes(int8) == 4 * (n - linear) + linear + 16 * n_linear + buffers
+
+    class OwnFormat(nn.Module):  # a module storing weights its own way reports its own bytes
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("packed", torch.zeros(1000, dtype=torch.uint8))
+
+        def weight_bytes(self) -> int:
+            return 123
+
+    assert weight_bytes(nn.Sequential(OwnFormat(), nn.Linear(2, 2, bias=False))) == 123 + 16
+
+
+def test_model_memory_orders_int8_below_bf16_below_fp32():
+    shape = dict(batch_size=2, seq_len=16)
+    with torch.no_grad():
+        sizes = {
+            "fp32": measure_model_memory(weights_dominated_bert(), **shape),
+            "bf16": measure_model_memory(weights_dominated_bert().to(torch.bfloat16), **shape),
+            "int8": measure_model_memory(for_inference(weights_dominated_bert(), "int8"), **shape),
+        }
+    assert sizes["int8"].model_mb < sizes["bf16"].model_mb < sizes["fp32"].model_mb
+    for mem in sizes.values():
+        assert mem.activations_peak_bytes > 0
+        assert mem.model_mb == pytest.approx(mem.weights_mb + mem.activations_peak_mb)
+        assert set(mem.metrics()) == {MEMORY_MODEL, MEMORY_WEIGHTS, MEMORY_ACTIVATIONS} <= set(METRICS)
+        assert "profile_memory" in mem.tags()["memory_activations_method"]
+    # the activation peak scales with the batch: a 4x bigger input needs more memory
+    bigger = measure_model_memory(weights_dominated_bert(), batch_size=8, seq_len=16)
+    assert bigger.activations_peak_bytes > sizes["fp32"].activations_peak_bytes
+
+
+def test_model_memory_ignores_unrelated_process_memory():
+    model = weights_dominated_bert()
+    before = measure_model_memory(model, batch_size=4, seq_len=32)
+    ballast = torch.ones(200 * 2**20 // 4)  # 200 MiB held by the process, touched, not part of the model
+    after = measure_model_memory(model, batch_size=4, seq_len=32)
+    assert ballast.sum() > 0
+    assert after.weights_bytes == before.weights_bytes
+    assert abs(after.activations_peak_mb - before.activations_peak_mb) < 0.5
+    assert after.model_mb < before.model_mb + 1
 
 
 # ---------------------------------------------------------------- emissions
@@ -299,13 +366,36 @@ def test_emissions_tracker_stops_when_the_block_raises():
     assert em.error is None and em.energy_kwh is not None
 
 
+def test_inference_energy_per_1k_predictions_spans_the_sampling_interval():
+    cfg = MeasureConfig(measure_power_secs=1)
+    batches = batches_with_labels([0, 1, 2, 1, 0, 2, 1, 0], batch_size=4, seq_len=16)
+    model = tiny_bert()
+    metrics, tags = measure_inference_energy(model, batches, cfg, min_seconds=2.0)
+    assert set(metrics) == {ENERGY_PER_1K, EMISSIONS_PER_1K}
+    assert all(0 < v < float("inf") for v in metrics.values())
+    assert float(tags["energy_per_1k_seconds"]) >= 3 * cfg.measure_power_secs  # > the sampling interval
+    predictions = int(tags["energy_per_1k_predictions"])
+    assert predictions % 4 == 0 and predictions >= 8 and int(tags["energy_per_1k_full_passes"]) >= 1
+    total = float(tags["energy_per_1k_total_kwh"])
+    assert metrics[ENERGY_PER_1K] == pytest.approx(total * 1000 / predictions, rel=1e-3)
+    assert tags["energy_per_1k_country"] == "USA"
+    assert tags["emissions_cpu_source_infer_per_1k"] != "none"  # RAPL or the TDP estimate, said which
+    assert model.training  # the caller's mode is restored
+
+
+def test_inference_energy_refuses_no_batches():
+    with pytest.raises(ValueError, match="empty"):
+        measure_inference_energy(tiny_bert(), [], MeasureConfig())
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def expected_names(b: int) -> set[str]:
     names = {"accuracy", "macro_f1", "params_total", "params_encoder", "latency_ms", "memory_mb",
-             "memory_peak_mb_infer", "memory_rss_peak_mb_infer", "memory_rss_increase_mb_infer",
-             "energy_kwh_infer", "emissions_kg_co2e_infer"}
+             "memory_process_peak_mb_infer", "memory_process_rss_peak_mb_infer",
+             "memory_process_rss_increase_mb_infer", "energy_kwh_infer", "emissions_kg_co2e_infer",
+             MEMORY_MODEL, MEMORY_WEIGHTS, MEMORY_ACTIVATIONS, ENERGY_PER_1K, EMISSIONS_PER_1K}
     for n in {1, b}:
         names |= {f"latency_ms_p50_bs{n}", f"latency_ms_p90_bs{n}", f"latency_ms_p99_bs{n}",
                   f"throughput_samples_per_s_bs{n}"}
@@ -321,12 +411,14 @@ def test_measure_model_reports_every_metric_with_units(tmp_path):
     assert set(m.metrics) == expected_names(4) | {"model_disk_mb"}
     assert all(isinstance(v, float) for v in m.metrics.values())
     assert m.metrics["latency_ms"] == m.metrics["latency_ms_p50_bs1"]
-    assert m.metrics["memory_mb"] == m.metrics["memory_peak_mb_infer"] > 0
+    assert m.metrics["memory_mb"] == m.metrics[MEMORY_MODEL] > m.metrics[MEMORY_WEIGHTS] > 0
+    assert m.metrics[ENERGY_PER_1K] > 0
     assert m.metrics["energy_kwh_infer"] > 0
     assert 0 <= m.metrics["accuracy"] <= 1 and set(m.per_class_f1) <= {0, 1, 2}
     assert m.metrics["latency_ms_p50_bs4"] >= m.latency[4].min_ms
     for key in ("measure_device", "measure_threads", "measure_load_avg_1m", "unit_latency", "unit_memory",
-                "unit_energy", "memory_kind_infer", "latency_bs1_repeats", "latency_bs4_input_shape",
+                "unit_energy", "memory_process_kind_infer", "latency_bs1_repeats", "latency_bs4_input_shape",
+                "memory_activations_method", "energy_per_1k_predictions", "emissions_cpu_source_infer_per_1k",
                 "emissions_cpu_source_infer", "hw_cpu_model", "hw_torch_version"):
         assert key in m.tags, key
     assert m.tags["measure_threads"] == "1" and m.tags["latency_bs4_threads"] == "1"
@@ -369,6 +461,7 @@ def test_cuda_memory_and_latency_paths():
         del block
     assert mem.cuda_peak_allocated_mb - mem.cuda_baseline_allocated_mb >= 15
     assert mem.cuda_peak_reserved_mb >= mem.cuda_peak_allocated_mb
-    assert {"memory_cuda_peak_allocated_mb_infer", "memory_cuda_peak_reserved_mb_infer"} <= set(mem.metrics())
+    assert {"memory_process_cuda_peak_allocated_mb_infer",
+            "memory_process_cuda_peak_reserved_mb_infer"} <= set(mem.metrics())
     s = measure_latency(tiny_bert().cuda(), batch_size=2, seq_len=16, device="cuda", min_repeats=3, max_repeats=5)
     assert s.timer.startswith("cuda events") and s.p50_ms > 0

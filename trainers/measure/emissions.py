@@ -1,16 +1,21 @@
-"""Energy and CO2e of a phase from CodeCarbon's offline tracker, without ever failing the trial."""
+"""Energy and CO2e of a phase from CodeCarbon's offline tracker, without ever failing the trial, and
+inference energy per 1,000 predictions over a loop long enough for CodeCarbon's sampling."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping
+
+import torch
 
 from trainers.measure.config import MeasureConfig
+from trainers.metrics import EMISSIONS_PER_1K, ENERGY_PER_1K
 
 # What CodeCarbon 3.x's CPU `_mode` means for the trustworthiness of the CPU energy number.
 CPU_SOURCES = {
@@ -192,3 +197,66 @@ def _stop(tracker: Any, result: EmissionsResult, cfg: MeasureConfig) -> None:
         result.sources = {"describe_error": f"{type(exc).__name__}: {exc}"}
     if result.energy_kwh and result.emissions_kg_co2e is not None:
         result.sources["carbon_intensity_g_per_kwh"] = f"{1000 * result.emissions_kg_co2e / result.energy_kwh:.1f}"
+
+
+# ------------------------------------------------------------------ inference energy per 1,000 predictions
+
+INFERENCE_ENERGY_MIN_SECONDS = 3.0  # floor on the measured loop, whatever the sampling interval
+
+
+def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], cfg: MeasureConfig, *,
+                             device: str = "cpu", autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+                             min_seconds: float = INFERENCE_ENERGY_MIN_SECONDS,
+                             ) -> tuple[dict[str, float], dict[str, str]]:
+    """Inference energy (kWh) and emissions (kg CO2e) per 1,000 predictions, ready to log as (metrics, tags).
+
+    CodeCarbon samples power every `cfg.measure_power_secs`, so one sub-second pass would be mostly
+    interpolation. The batches (labels dropped, moved to `device` before the tracker starts) are run in
+    a loop, in eval + inference mode under `autocast`, until at least max(3 x measure_power_secs,
+    `min_seconds`) have elapsed and at least one full pass is done; every row of every batch run counts
+    as one prediction. No metrics (only an error tag) when CodeCarbon failed.
+    """
+    inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
+    if not inputs:
+        raise ValueError("measure_inference_energy: `batches` was empty")
+    target_s = max(3 * cfg.measure_power_secs, min_seconds)
+    cuda = device.startswith("cuda")
+    was_training = model.training
+    model.eval()
+    predictions = passes = 0
+    try:
+        with torch.inference_mode(), track_emissions("infer_per_1k", cfg) as em:
+            t0 = time.perf_counter()
+            for done, batch in enumerate(itertools.cycle(inputs), start=1):
+                with autocast():
+                    model(**batch)
+                predictions += int(batch["input_ids"].shape[0])
+                passes = done // len(inputs)
+                if passes >= 1 and time.perf_counter() - t0 >= target_s:
+                    break
+            if cuda:
+                torch.cuda.synchronize(device)
+            loop_s = time.perf_counter() - t0
+    finally:
+        model.train(was_training)
+
+    metrics: dict[str, float] = {}
+    if em.energy_kwh is not None and em.emissions_kg_co2e is not None:
+        metrics[ENERGY_PER_1K] = em.energy_kwh * 1000.0 / predictions
+        metrics[EMISSIONS_PER_1K] = em.emissions_kg_co2e * 1000.0 / predictions
+    tags = em.tags()  # emissions_{cpu,gpu,ram}_source_infer_per_1k: RAPL / TDP estimate (which TDP) / NVML
+    tags.update({
+        "energy_per_1k_method": "CodeCarbon offline tracker around a loop over the batches: tracked kWh (kg CO2e) "
+                                "x 1000 / predictions made",
+        "energy_per_1k_unit": "kWh (kg CO2e) per 1,000 predictions",
+        "energy_per_1k_country": cfg.country_iso_code,
+        "energy_per_1k_seconds": f"{loop_s:.3f}",
+        "energy_per_1k_tracked_seconds": f"{em.duration_s:.3f}" if em.duration_s is not None else "unknown",
+        "energy_per_1k_target_seconds": f"{target_s:g} (max of 3 x measure_power_secs, {min_seconds:g} s)",
+        "energy_per_1k_predictions": str(predictions),
+        "energy_per_1k_full_passes": str(passes),
+        "energy_per_1k_batches": f"{len(inputs)} batches per pass, device {device}",
+    })
+    if em.energy_kwh is not None:
+        tags["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"
+    return metrics, tags

@@ -17,6 +17,10 @@ from trainers.measure.hardware import hardware_context
 from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
 from trainers.measure.memory import MemoryStats, count_parameters, encoder_linear_params, model_disk_mb, track_memory
 from trainers.precision import resolve_device
+# --- model memory and inference energy per 1,000 predictions (issue 10) ---
+from trainers.measure.emissions import measure_inference_energy
+from trainers.measure.memory import ModelMemory, measure_model_memory
+from trainers.metrics import MEMORY_MODEL
 
 UNIT_TAGS = {
     "unit_accuracy": "accuracy and macro_f1 are fractions 0-1 on the test split",
@@ -25,7 +29,7 @@ UNIT_TAGS = {
     "unit_memory": "memory_*_mb: MiB (2^20 bytes)",
     "unit_energy": "energy_kwh_*: kWh; emissions_kg_co2e_*: kg CO2-equivalent (CodeCarbon offline)",
     "alias_latency_ms": "latency_ms = latency_ms_p50_bs1",
-    "alias_memory_mb": "memory_mb = memory_peak_mb_infer",
+    "alias_memory_mb": "memory_mb = memory_model_mb (deployed weights + activation peak)",
 }
 
 
@@ -46,6 +50,7 @@ class Measurement:
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     memory: MemoryStats | None = None
     emissions: EmissionsResult | None = None
+    model_memory: ModelMemory | None = None
 
 
 def measure_model(
@@ -91,6 +96,11 @@ def measure_model(
             latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
         with track_emissions("infer", cfg) as em:
             scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+        # --- model memory and inference energy per 1,000 predictions (issue 10) ---
+        model_memory = measure_model_memory(model, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=device,
+                                            autocast=autocast, seed=cfg.seed)
+        energy_metrics, energy_tags = measure_inference_energy(model, test_batches, cfg, device=device,
+                                                               autocast=autocast)
 
     metrics["accuracy"] = scores["accuracy"]
     metrics["macro_f1"] = scores["macro_f1"]
@@ -109,7 +119,12 @@ def measure_model(
         "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
         "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels",
     })
+    # --- model memory and inference energy per 1,000 predictions (issue 10) ---
+    metrics.update(model_memory.metrics())
+    tags.update(model_memory.tags())
+    metrics.update(energy_metrics)
+    tags.update(energy_tags)
     metrics["latency_ms"] = metrics["latency_ms_p50_bs1"]
-    metrics["memory_mb"] = metrics["memory_peak_mb_infer"]
+    metrics["memory_mb"] = metrics[MEMORY_MODEL]
     return Measurement(metrics=metrics, tags=tags, per_class_f1=scores["per_class_f1"],
-                       latency=latency, memory=mem, emissions=em)
+                       latency=latency, memory=mem, emissions=em, model_memory=model_memory)
