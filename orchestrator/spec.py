@@ -13,6 +13,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainers import metrics
 from trainers.config import TrainingConfig
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
@@ -22,16 +23,13 @@ from trainers.teacher import TeacherConfig
 
 DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision")
 
-# Friendly objective names -> the metric each one reads (metric names carry their units).
-METRIC_ALIASES = {
-    "accuracy": "accuracy",
-    "f1": "macro_f1",
-    "latency": "latency_ms",
-    "memory": "memory_mb",
-    "emissions": "emissions_kg_co2e",
-    "energy": "energy_kwh",
-    "params": "params_total",
-    "size": "model_size_mb",
+# `export.pick` rules -> (the metric each one ranks by, direction); all read validation or model metrics.
+PICK_RULES = {
+    "fastest": (metrics.LATENCY_P50_BS1, "minimize"),
+    "most_accurate": (metrics.VAL_ACCURACY, "maximize"),
+    "smallest": (metrics.PARAMS_TOTAL, "minimize"),
+    "lightest": (metrics.MEMORY_MODEL, "minimize"),
+    "greenest": (metrics.EMISSIONS_PER_1K, "minimize"),
 }
 
 
@@ -103,13 +101,30 @@ class SearchSpace(Strict):
         return [dict(zip(DIMENSIONS, combo)) for combo in itertools.product(*values)]
 
 
+def _decision_metric(name: str) -> str:
+    """A metric something chooses on: known to the vocabulary, and never a test-split metric."""
+    try:
+        key = metrics.resolve(name)
+    except metrics.UnknownMetric as exc:
+        raise ValueError(str(exc)) from None
+    if metrics.is_test_metric(key):
+        raise ValueError(f"{name!r} is measured on the test split: test reports, never chooses; "
+                         f"use the validation metric {key.replace(metrics.TEST_PREFIX, 'val_', 1)!r}")
+    return name
+
+
 class Objective(Strict):
     metric: str
     direction: Literal["maximize", "minimize"]
 
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _decision_metric(v)
+
     @property
     def key(self) -> str:
-        return METRIC_ALIASES.get(self.metric, self.metric)
+        return metrics.resolve(self.metric)
 
 
 class Constraint(Strict):
@@ -128,9 +143,14 @@ class Constraint(Strict):
             raise ValueError(f"give exactly one of max_drop, max_ratio, max, min (got {given or 'none'})")
         return self
 
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _decision_metric(v)
+
     @property
     def key(self) -> str:
-        return METRIC_ALIASES.get(self.metric, self.metric)
+        return metrics.resolve(self.metric)
 
     @property
     def label(self) -> str:
@@ -162,6 +182,22 @@ class Tracking(Strict):
 class ExportConfig(Strict):
     pick: str = Field("fastest", description="fastest | most_accurate | smallest | greenest | trial:N")
     dir: str | None = Field(None, description="default: exports/<study>")
+
+    @field_validator("pick")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        check_pick(v)
+        return v
+
+
+def check_pick(rule: str) -> None:
+    """A pick rule is a PICK_RULES name or trial:N."""
+    if rule.startswith("trial:"):
+        if not rule.split(":", 1)[1].isdigit():
+            raise ValueError(f"pick {rule!r}: expected trial:N with N a trial number")
+        return
+    if rule not in PICK_RULES:
+        raise ValueError(f"pick {rule!r}: expected one of {sorted(PICK_RULES)} or trial:N")
 
 
 class SweepSpec(Strict):

@@ -1,4 +1,8 @@
-"""The single measurement entry point shared by a trial and `sweep measure MODEL`."""
+"""The single measurement entry point shared by a trial, the teacher baseline and `sweep measure MODEL`.
+
+Quality is measured on both held-out splits: `val_*` (what every decision reads) and `test_*`
+(reported beside it, never used to choose). Names come from `trainers.metrics`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any, Callable, ContextManager, Iterable
 
 from torch import nn
 
+from trainers import metrics as M
 from trainers.measure.accuracy import Batch, evaluate
 from trainers.measure.config import MeasureConfig
 from trainers.measure.emissions import EmissionsResult, track_emissions
@@ -19,13 +24,11 @@ from trainers.measure.memory import MemoryStats, count_parameters, encoder_linea
 from trainers.precision import resolve_device
 
 UNIT_TAGS = {
-    "unit_accuracy": "accuracy and macro_f1 are fractions 0-1 on the test split",
+    "unit_accuracy": "val_/test_ accuracy and macro_f1 are fractions 0-1 on the validation/test split",
     "unit_latency": "latency_ms_*: wall-clock ms per forward pass of one batch; _bsN = batch size N",
     "unit_throughput": "throughput_samples_per_s_bsN = N / p50 latency at batch N",
     "unit_memory": "memory_*_mb: MiB (2^20 bytes)",
     "unit_energy": "energy_kwh_*: kWh; emissions_kg_co2e_*: kg CO2-equivalent (CodeCarbon offline)",
-    "alias_latency_ms": "latency_ms = latency_ms_p50_bs1",
-    "alias_memory_mb": "memory_mb = memory_peak_mb_infer",
 }
 
 
@@ -42,7 +45,8 @@ class Measurement:
 
     metrics: dict[str, float]
     tags: dict[str, str]
-    per_class_f1: dict[int, float]
+    per_class_f1: dict[int, float]  # on the test split
+    val_per_class_f1: dict[int, float] = field(default_factory=dict)
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     memory: MemoryStats | None = None
     emissions: EmissionsResult | None = None
@@ -52,12 +56,13 @@ def measure_model(
     model: nn.Module,
     *,
     test_batches: Iterable[Batch],
+    val_batches: Iterable[Batch] | None = None,
     num_labels: int,
     cfg: MeasureConfig,
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     model_dir: str | Path | None = None,
 ) -> Measurement:
-    """Accuracy/F1 on the test batches, latency at batch 1 and cfg.batch_size, inference memory,
+    """Accuracy/F1 on the validation and the test batches (`val_*` decides, `test_*` reports), latency at batch 1 and cfg.batch_size, inference memory,
     inference energy, parameter counts (and weight size on disk when `model_dir` is given).
 
     Memory is the peak over the forward passes at [batch_size, seq_len] (warm-up included, so first-time
@@ -91,9 +96,14 @@ def measure_model(
             latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
         with track_emissions("infer", cfg) as em:
             scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+        val_batches = list(val_batches or [])
+        val = evaluate(model, val_batches, num_labels=num_labels, device=device, autocast=autocast) if val_batches else None
 
-    metrics["accuracy"] = scores["accuracy"]
-    metrics["macro_f1"] = scores["macro_f1"]
+    metrics[M.TEST_ACCURACY] = scores["accuracy"]
+    metrics[M.TEST_MACRO_F1] = scores["macro_f1"]
+    if val is not None:
+        metrics[M.VAL_ACCURACY] = val["accuracy"]
+        metrics[M.VAL_MACRO_F1] = val["macro_f1"]
     for stats in latency.values():
         metrics.update(stats.metrics())
         tags.update(stats.tags())
@@ -107,9 +117,10 @@ def measure_model(
         "measure_device": device,
         "measure_threads": str(threads),
         "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
-        "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels",
+        "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels (reported only)",
+        "val_accuracy_scope": (f"validation split, {val['num_examples']} examples, {num_labels} labels (decides)"
+                               if val is not None else "no validation split given: val_* not measured"),
     })
-    metrics["latency_ms"] = metrics["latency_ms_p50_bs1"]
-    metrics["memory_mb"] = metrics["memory_peak_mb_infer"]
     return Measurement(metrics=metrics, tags=tags, per_class_f1=scores["per_class_f1"],
+                       val_per_class_f1=val["per_class_f1"] if val is not None else {},
                        latency=latency, memory=mem, emissions=em)

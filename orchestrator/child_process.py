@@ -47,7 +47,7 @@ PROCESS_STARTED = psutil.Process().create_time()
 
 # Runs in the child before anything else: die with the parent, take the worker's cores, import
 # the trial code (timed, for the overhead benchmark), then run the job module exactly as
-# `python -m trainers.worker` would.
+# `python -m trainers.entry` would.
 _BOOT = """\
 import time
 started = time.time()
@@ -72,7 +72,7 @@ try:
         json.dump({"started_at": started, "imported_at": time.time()}, f)
 except OSError:
     pass
-runpy.run_module("trainers.worker", run_name="__main__", alter_sys=True)
+runpy.run_module("trainers.entry", run_name="__main__", alter_sys=True)
 """
 
 
@@ -177,7 +177,7 @@ def run_job(
     heartbeat_s: float = 10.0,
     on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run `python -m trainers.worker KIND JOB RESULT`, beating the heartbeat while it runs.
+    """Run `python -m trainers.entry KIND JOB RESULT`, beating the heartbeat while it runs.
 
     `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
     or of SIGINT/SIGTERM while the worker is being stopped, counts as interrupted, not failed.
