@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainers import metrics
 from trainers.config import TrainingConfig
+from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
@@ -35,10 +36,6 @@ PICK_RULES = {
 
 class SpecError(ValueError):
     """A sweep file that cannot run; the message says where and what was expected."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Range(Strict):
