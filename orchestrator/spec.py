@@ -110,9 +110,10 @@ def _decision_metric(name: str) -> str:
     return name
 
 
-class Objective(Strict):
+class OnMetric(Strict):
+    """Something that chooses on a metric: `metric` is an alias or a vocabulary name, never a test metric."""
+
     metric: str
-    direction: Literal["maximize", "minimize"]
 
     @field_validator("metric")
     @classmethod
@@ -121,13 +122,17 @@ class Objective(Strict):
 
     @property
     def key(self) -> str:
+        """The logged metric it reads (`accuracy` -> `val_accuracy`)."""
         return metrics.resolve(self.metric)
 
 
-class Constraint(Strict):
+class Objective(OnMetric):
+    direction: Literal["maximize", "minimize"]
+
+
+class Constraint(OnMetric):
     """A bound on a metric, absolute or relative to the teacher (the baseline run)."""
 
-    metric: str
     max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point)")
     max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
     max: float | None = None
@@ -139,15 +144,6 @@ class Constraint(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of max_drop, max_ratio, max, min (got {given or 'none'})")
         return self
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _decision_metric(v)
-
-    @property
-    def key(self) -> str:
-        return metrics.resolve(self.metric)
 
     @property
     def label(self) -> str:
