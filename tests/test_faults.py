@@ -60,7 +60,7 @@ def test_four_workers_share_the_local_store_without_lock_errors(store):
     proc = sweep_cli("launch", str(sweep), "--workers", "4", "--no-export", cwd=work, env=ENV)
     text = proc.stdout + proc.stderr
     assert "locked" not in text.lower() and "Traceback" not in text, text[-4000:]
-    assert "4 worker(s)" in text
+    assert "4 executor(s)" in text
     study = _study(work, "par")
     _, runs = _runs(work, "par")
     assert len(study.trials) == 4
