@@ -6,20 +6,15 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trainers import metrics as M
+from orchestrator.terminal import EXPORT_SUMMARY, console, finish, log as _log, run_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
-# Piped output (CI logs, `| tee`) gets room for the wide tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # table-creation chatter would drown the report
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -27,19 +22,6 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 ROOT = typer.Option(Path("mlruns"), "--root", help="local store: Optuna journal, MLflow sqlite, caches, trial folders")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default a journal under --root")
 TRACKING = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under --root")
-
-
-# What `sweep export` prints: validation decides, test is reported beside it.
-EXPORT_SUMMARY = (
-    (M.VAL_ACCURACY, "val accuracy"), (M.VAL_MACRO_F1, "val macro F1"),
-    (M.TEST_ACCURACY, "test accuracy (reported)"), (M.TEST_MACRO_F1, "test macro F1 (reported)"),
-    (M.LATENCY_P50_BS1, "latency p50 bs1 (ms)"), (M.MEMORY_MODEL, "model memory (MiB)"),
-    (M.PARAMS_TOTAL, "params"), (M.MODEL_DISK, "disk (MiB)"),
-)
-
-
-def _log(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -72,73 +54,6 @@ def _study_and_tracker(study_name: str, storage: Optional[str], tracking_uri: Op
     return study, record, Tracker(uri, root)
 
 
-def _progress_updater(ctx, progress: Progress, task) -> callable:
-    from orchestrator.record import trial_record
-    from orchestrator.study import counts
-
-    def update() -> None:
-        c = counts(ctx.study)
-        best = ""
-        done = [trial_record(t).metrics for t in ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if done:
-            acc = max(m.get(M.VAL_ACCURACY, 0.0) for m in done)
-            fast = min(m.get(M.LATENCY_P50_BS1, float("inf")) for m in done)
-            best = f" | best val accuracy {acc:.4f}, fastest {fast:.2f} ms"
-        progress.update(task, completed=c["complete"] + c["fail"],
-                        description=f"trials: {c['complete']} done, {c['running']} running, {c['fail']} failed, {c['waiting']} queued{best}")
-
-    return update
-
-
-def _run(ctx, workers: Optional[int], title: str) -> bool:
-    """Run the sweep's executor threads with a progress bar; False when interrupted."""
-    from orchestrator.child_process import default_workers, placements
-    from orchestrator.sweep import run_sweep
-
-    n = workers or default_workers()
-    places = placements(n)
-    _log(f"{n} executor(s): " + "; ".join(f"cores {p.cores}" + (f", GPU {p.gpu}" if p.gpu else "") for p in places))
-    stop = threading.Event()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        task = progress.add_task(title, total=ctx.spec.n_trials)
-        try:
-            run_sweep(ctx, places, stop=stop, log=_log, progress=_progress_updater(ctx, progress, task))
-        except KeyboardInterrupt:
-            return False
-    return True
-
-
-def _finish(ctx, *, interrupted: bool, export: bool) -> None:
-    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick."""
-    from orchestrator.export import export_trial
-    from orchestrator.report import pareto_table
-    from orchestrator.sweep import close_sweep
-
-    closed = close_sweep(ctx, interrupted=interrupted)
-    front, c, plot = closed.front, closed.counts, closed.plot
-    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"))
-    console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
-    exported = None
-    if export and front:
-        out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
-        try:
-            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)
-            exported = out
-            _log(f"exported trial {doc['trial']} (pick: {ctx.spec.export.pick}) to {out}/ (config.yaml, model/)")
-        except ValueError as exc:
-            _log(f"not exported: {exc}")
-    console.print("\n[bold]Where to look[/bold]")
-    root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
-    console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
-    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
-    console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
-    if exported:
-        console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
-    if interrupted:
-        console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")
-
-
 @app.command()
 def launch(
     sweep_file: Path = typer.Argument(..., help="sweep YAML (see sweeps/grid.yaml)"),
@@ -167,8 +82,8 @@ def launch(
         with storage_lock(ctx.storage_url, root):
             queued = enqueue_grid(ctx.study, spec)
         _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running")
-    finished = _run(ctx, workers, f"sweep {spec.name}")
-    _finish(ctx, interrupted=not finished, export=export)
+    finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
+    finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")
     if not finished:
         raise typer.Exit(130)
@@ -191,7 +106,7 @@ def worker(
         ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log)
     except SpecError as exc:
         _fail(str(exc))
-    if not _run(ctx, workers, f"worker on {study_name}"):
+    if not run_with_progress(ctx, workers, f"worker on {study_name}"):
         raise typer.Exit(130)
 
 
@@ -218,8 +133,8 @@ def retry(
     with storage_lock(url, root):
         queued = retry_failed(ctx.study)
     _log(f"{queued} failed trial(s) queued again")
-    finished = _run(ctx, workers, f"retry {study_name}")
-    _finish(ctx, interrupted=not finished, export=False)
+    finished = run_with_progress(ctx, workers, f"retry {study_name}")
+    finish(ctx, interrupted=not finished, export=False)
 
 
 @app.command()
