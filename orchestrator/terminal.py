@@ -63,7 +63,7 @@ def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
                   console=console, transient=False) as progress:
         task = progress.add_task(title, total=ctx.spec.n_trials)
         try:
-            run_sweep(ctx, places, stop=stop, log=_log, progress=_progress_updater(ctx, progress, task))
+            run_sweep(ctx, places, stop=stop, log=log, progress=_progress_updater(ctx, progress, task))
         except KeyboardInterrupt:
             return False
     return True
