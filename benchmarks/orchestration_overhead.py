@@ -3,7 +3,7 @@
     python benchmarks/orchestration_overhead.py [--sweep sweeps/demo.yaml] [--trials 3] [--workers 1] [--root DIR]
 
 Runs the real `sweep launch` on a copy of the sweep (own study name, n_trials = --trials) and reads
-the timings.json each trial leaves in its folder (written by orchestrator.runner), then splits
+the timings.json each trial leaves in its folder (written by orchestrator.dispatch), then splits
 every trial's wall time (asked -> recorded in Optuna and MLflow) into:
 
   work        the worker's load + train + measure phases (TrialResult.timings)

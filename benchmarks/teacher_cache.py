@@ -70,13 +70,13 @@ def main() -> None:
         sweep(["trial", str(path)], work)
         wall = time.perf_counter() - t0
         result = yaml.safe_load((Path(run["output_dir"]) / "result.json").read_text())
-        timings[label] = (wall, result["timings"]["train_s"], result["metrics"]["accuracy"])
+        timings[label] = (wall, result["timings"]["train_s"], result["metrics"]["val_accuracy"])
 
     print(f"\nworkdir: {work}")
     print(f"study bench-a: {trials_a} trials, teacher fine-tunes counted in its logs: {builds_a}   (wall {t_a:.0f} s)")
     print(f"study bench-b (same teacher settings): teacher fine-tunes: {builds_b}   (wall {t_b:.0f} s)")
     print("\nper-trial time, pruning 0.25 + distillation (alpha 0.7, T 2), MiniLM student, CPU:")
-    print(f"{'':16s} {'trial wall s':>12s} {'train s':>9s} {'accuracy':>9s}")
+    print(f"{'':16s} {'trial wall s':>12s} {'train s':>9s} {'val acc':>9s}")
     for label, (wall, train_s, acc) in timings.items():
         print(f"{label:16s} {wall:12.1f} {train_s:9.1f} {acc:9.4f}")
     c, l = timings["cached logits"], timings["live teacher"]

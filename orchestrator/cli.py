@@ -6,18 +6,15 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from orchestrator.terminal import EXPORT_SUMMARY, console, finish, log as _log, run_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
-# Piped output (CI logs, `| tee`) gets room for the wide tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # table-creation chatter would drown the report
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -25,10 +22,6 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 ROOT = typer.Option(Path("mlruns"), "--root", help="local store: Optuna journal, MLflow sqlite, caches, trial folders")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (postgresql://..., sqlite:///..., journal:PATH); default a journal under --root")
 TRACKING = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under --root")
-
-
-def _log(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -48,6 +41,7 @@ def _load_spec(path: Path):
 def _study_and_tracker(study_name: str, storage: Optional[str], tracking_uri: Optional[str], root: Path):
     from orchestrator.spec import SpecError
     from orchestrator.study import default_storage_url, load_study, open_storage
+    from orchestrator.record import study_record
     from orchestrator.tracking import Tracker, resolve_tracking_uri
 
     url = storage or default_storage_url(root)
@@ -55,80 +49,9 @@ def _study_and_tracker(study_name: str, storage: Optional[str], tracking_uri: Op
         study = load_study(study_name, open_storage(url, root))
     except SpecError as exc:
         _fail(str(exc))
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or study.user_attrs.get("tracking_uri") or resolve_tracking_uri(None, None, root)
-    return study, Tracker(uri, root), url
-
-
-def _progress_updater(ctx, progress: Progress, task) -> callable:
-    from orchestrator.study import counts
-
-    def update() -> None:
-        c = counts(ctx.study)
-        best = ""
-        done = [t for t in ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if done:
-            acc = max(t.user_attrs.get("metrics", {}).get("accuracy", 0.0) for t in done)
-            fast = min(t.user_attrs.get("metrics", {}).get("latency_ms", float("inf")) for t in done)
-            best = f" | best accuracy {acc:.4f}, fastest {fast:.2f} ms"
-        progress.update(task, completed=c["complete"] + c["fail"],
-                        description=f"trials: {c['complete']} done, {c['running']} running, {c['fail']} failed, {c['waiting']} queued{best}")
-
-    return update
-
-
-def _run(ctx, workers: Optional[int], title: str) -> bool:
-    """Run worker threads with a progress bar; False when interrupted."""
-    from orchestrator.runner import run_workers
-    from orchestrator.workers import default_workers, placements
-
-    n = workers or default_workers()
-    places = placements(n)
-    _log(f"{n} worker(s): " + "; ".join(f"cores {p.cores}" + (f", GPU {p.gpu}" if p.gpu else "") for p in places))
-    stop = threading.Event()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        task = progress.add_task(title, total=ctx.spec.n_trials)
-        try:
-            run_workers(ctx, places, stop=stop, log=_log, progress=_progress_updater(ctx, progress, task))
-        except KeyboardInterrupt:
-            return False
-    return True
-
-
-def _finish(ctx, *, interrupted: bool, export: bool) -> None:
-    from orchestrator.export import export_trial
-    from orchestrator.report import pareto_plot, pareto_table
-    from orchestrator.runner import tag_pareto, work_dir
-    from orchestrator.study import counts
-    from orchestrator.tracking import FINISHED, KILLED
-
-    front = tag_pareto(ctx)
-    plot = pareto_plot(ctx.study, ctx.spec.objectives, work_dir(ctx.root, ctx.spec.name) / "pareto.html")
-    if plot:
-        ctx.tracker.log_artifacts(ctx.parent_run_id, plot)
-    c = counts(ctx.study)
-    ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"]})
-    ctx.tracker.end(ctx.parent_run_id, KILLED if interrupted else FINISHED)
-    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"))
-    console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
-    exported = None
-    if export and front:
-        out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
-        try:
-            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)
-            exported = out
-            _log(f"exported trial {doc['trial']} (pick: {ctx.spec.export.pick}) to {out}/ (config.yaml, model/)")
-        except ValueError as exc:
-            _log(f"not exported: {exc}")
-    console.print("\n[bold]Where to look[/bold]")
-    root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
-    console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
-    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
-    console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
-    if exported:
-        console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
-    if interrupted:
-        console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")
+    record = study_record(study)
+    uri = resolve_tracking_uri(tracking_uri, None, root, stored=record.tracking_uri)
+    return study, record, Tracker(uri, root)
 
 
 @app.command()
@@ -141,16 +64,17 @@ def launch(
     export: bool = typer.Option(True, help="export the picked trial when the sweep ends"),
 ) -> None:
     """Run (or resume) the sweep a file describes; ends with the Pareto table and an export."""
-    from orchestrator.session import open_context
+    from orchestrator.sweep import open_sweep
     from orchestrator.spec import SpecError
-    from orchestrator.study import enqueue_grid, grid_points, storage_lock
+    from orchestrator.study import storage_lock
+    from orchestrator.trial_queue import enqueue_grid, grid_points
 
     spec = _load_spec(sweep_file)
     t0 = time.time()
     _log(f"sweep {spec.name}: {spec.n_trials} trials, sampler {spec.sampler.type}, objectives "
          + ", ".join(f"{o.direction} {o.key}" for o in spec.objectives))
     try:
-        ctx = open_context(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
+        ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
     except SpecError as exc:
         _fail(str(exc))
     console.print(ctx.prepared.data_report_text, highlight=False)
@@ -158,8 +82,8 @@ def launch(
         with storage_lock(ctx.storage_url, root):
             queued = enqueue_grid(ctx.study, spec)
         _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running")
-    finished = _run(ctx, workers, f"sweep {spec.name}")
-    _finish(ctx, interrupted=not finished, export=export)
+    finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
+    finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")
     if not finished:
         raise typer.Exit(130)
@@ -174,15 +98,15 @@ def worker(
     root: Path = ROOT,
 ) -> None:
     """Join a running study from this machine and run its trials until the budget is used."""
-    from orchestrator.session import open_context, spec_from_study
+    from orchestrator.sweep import open_sweep, spec_from_study
     from orchestrator.spec import SpecError
 
     try:
         spec = spec_from_study(study_name, storage, root)
-        ctx = open_context(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log)
+        ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log)
     except SpecError as exc:
         _fail(str(exc))
-    if not _run(ctx, workers, f"worker on {study_name}"):
+    if not run_with_progress(ctx, workers, f"worker on {study_name}"):
         raise typer.Exit(130)
 
 
@@ -195,21 +119,22 @@ def retry(
     root: Path = ROOT,
 ) -> None:
     """Queue every failed trial's parameters again, run them, and show the new front."""
-    from orchestrator.session import open_context, spec_from_study
+    from orchestrator.sweep import open_sweep, spec_from_study
     from orchestrator.spec import SpecError
-    from orchestrator.study import default_storage_url, retry_failed, storage_lock
+    from orchestrator.study import default_storage_url, storage_lock
+    from orchestrator.trial_queue import retry_failed
 
     url = storage or default_storage_url(root)
     try:
         spec = spec_from_study(study_name, url, root)
-        ctx = open_context(spec, storage_url=url, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
+        ctx = open_sweep(spec, storage_url=url, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
     except SpecError as exc:
         _fail(str(exc))
     with storage_lock(url, root):
         queued = retry_failed(ctx.study)
     _log(f"{queued} failed trial(s) queued again")
-    finished = _run(ctx, workers, f"retry {study_name}")
-    _finish(ctx, interrupted=not finished, export=False)
+    finished = run_with_progress(ctx, workers, f"retry {study_name}")
+    finish(ctx, interrupted=not finished, export=False)
 
 
 @app.command()
@@ -276,17 +201,17 @@ def pareto(
     open_plot: bool = typer.Option(False, "--open", help="open the interactive plot in a browser"),
 ) -> None:
     """The non-dominated trials with their deltas against the teacher, plus an offline plot."""
+    from orchestrator.context import work_dir
     from orchestrator.report import pareto_plot, pareto_table
-    from orchestrator.runner import work_dir
-    from orchestrator.spec import SweepSpec
+    from orchestrator.sweep import stored_spec
 
-    study, tracker, _ = _study_and_tracker(study_name, storage, tracking_uri, root)
-    spec = SweepSpec.model_validate(study.user_attrs["spec"])
+    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    spec = stored_spec(record, study_name)
     front = study.best_trials
-    console.print(pareto_table(front, study.user_attrs.get("baseline_metrics", {}), f"Pareto front of {study_name}"))
+    console.print(pareto_table(front, record.baseline_metrics, f"Pareto front of {study_name}"))
     plot = pareto_plot(study, spec.objectives, work_dir(root, study_name) / "pareto.html")
     if plot:
-        parent = study.user_attrs.get("mlflow_parent_run_id")
+        parent = record.mlflow_parent_run_id
         if parent:
             tracker.log_artifacts(parent, plot)
         console.print(f"interactive plot: {plot}")
@@ -307,12 +232,10 @@ def export(
 ) -> None:
     """Write the picked trial's config, metrics, MLflow run id, reproduce command and model."""
     from orchestrator.export import export_trial
-    from orchestrator.spec import SweepSpec
+    from orchestrator.sweep import stored_spec
 
-    study, tracker, _ = _study_and_tracker(study_name, storage, tracking_uri, root)
-    spec = SweepSpec.model_validate(study.user_attrs["spec"])
-    src = study.user_attrs.get("spec_source")
-    spec.source = Path(src) if src else None
+    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    spec = stored_spec(record, study_name)
     rule = pick or spec.export.pick
     out = out or Path(spec.export.dir or f"exports/{study_name}")
     try:
@@ -320,9 +243,9 @@ def export(
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"exported trial {doc['trial']} ({rule}) of {study_name} -> {out}/config.yaml, {out}/model/")
-    for key in ("accuracy", "macro_f1", "latency_ms", "memory_mb", "params_total", "emissions_kg_co2e"):
+    for key, label in EXPORT_SUMMARY:
         if key in doc["metrics"]:
-            console.print(f"  {key:20s} {doc['metrics'][key]:.6g}")
+            console.print(f"  {label:28s} {doc['metrics'][key]:.6g}")
     console.print(f"  reproduce: {doc['reproduce']}")
 
 
@@ -334,26 +257,31 @@ def measure(
     output: Optional[Path] = typer.Option(None, "--output", help="also write metrics, tags and per-class F1 as JSON"),
     root: Path = ROOT,
 ) -> None:
-    """Measure any saved model with the code path trials use, and print the same metrics."""
-    from trainers.trial import measure_saved
+    """Measure any saved model in a fresh process, the code path trials use, and print the same metrics."""
+    from trainers.measuring import measure_in_fresh_process
 
     spec = _load_spec(sweep_file)
     if not model_dir.is_dir():
         _fail(f"{model_dir}: no such model folder")
-    measured, per_class, used = measure_saved(model_dir, spec.data, spec.base_dir, spec.measure, max_seq_len=spec.training.max_seq_len,
-                                      cache_dir=(root / "cache" / "data").resolve(), batch_size=spec.training.eval_batch_size,
-                                      precision=precision)
+    try:
+        measured = measure_in_fresh_process(model_dir.resolve(), spec.data, spec.base_dir, spec.measure,
+                                            max_seq_len=spec.training.max_seq_len, cache_dir=(root / "cache" / "data").resolve(),
+                                            batch_size=spec.training.eval_batch_size, precision=precision)
+    except RuntimeError as exc:
+        _fail(str(exc), code=1)
+    used = measured.precision
     console.print(f"{model_dir} measured in {used}:")
     for key in sorted(measured.metrics):
         console.print(f"  {key:40s} {measured.metrics[key]:.6g}", highlight=False)
-    for key in ("measure_device", "measure_threads", "hw_cpu_model", "accuracy_scope"):
+    for key in ("measure_device", "measure_threads", "hw_cpu_model", "val_accuracy_scope", "accuracy_scope", "measure_process"):
         if key in measured.tags:
             console.print(f"  [dim]{key}: {measured.tags[key]}[/dim]", highlight=False)
     if output:
         import json
 
         output.write_text(json.dumps({"precision": used, "metrics": measured.metrics, "tags": measured.tags,
-                                      "per_class_f1": per_class}, indent=2))
+                                      "per_class_f1": measured.per_class_f1, "val_per_class_f1": measured.val_per_class_f1},
+                                     indent=2))
         console.print(f"written to {output}")
 
 

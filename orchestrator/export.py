@@ -15,8 +15,10 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator import pareto
+from orchestrator.record import study_record, trial_record
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
+from trainers import metrics
 
 
 def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule: str, out_dir: Path) -> dict:
@@ -24,7 +26,8 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     if not completed:
         raise ValueError(f"study {study.study_name!r} has no completed trial to export")
     chosen = pareto.pick(completed, rule, spec.objectives)
-    run_id = chosen.user_attrs.get("mlflow_run_id")
+    record = trial_record(chosen)
+    run_id = record.mlflow_run_id
     run = tracker.client.get_run(run_id)
 
     out_dir = Path(out_dir)
@@ -39,14 +42,17 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
     trial_cfg_path.write_text(yaml.safe_dump(trial_cfg, sort_keys=False))
 
-    baseline = study.user_attrs.get("baseline_metrics", {})
+    baseline = study_record(study).baseline_metrics
     document = {
         "study": study.study_name,
         "trial": chosen.number,
         "pick": rule,
         "mlflow": {"run_id": run_id, "tracking_uri": tracker.uri, "experiment_id": run.info.experiment_id},
         "hyperparameters": dict(chosen.params),
-        "pruning": {"method": spec.pruning.method, **chosen.user_attrs.get("pruning", {})},
+        "pruning": {"method": spec.pruning.method, **record.pruning},
+        "chosen_on": "validation metrics (val_*); test_* are reported, never used to choose",
+        "validation": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("val_")},
+        "test_reported": {k: v for k, v in sorted(run.data.metrics.items()) if metrics.is_test_metric(k)},
         "metrics": dict(sorted(run.data.metrics.items())),
         "baseline_metrics": dict(sorted(baseline.items())),
         "vs_teacher": pareto.deltas(run.data.metrics, baseline),

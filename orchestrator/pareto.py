@@ -2,6 +2,8 @@
 
 The front itself is Optuna's (`study.best_trials`, which also honours constraints set with
 `trial.set_constraint`); this module adds the comparison with the teacher and the pick rules.
+Everything here that chooses reads validation metrics (`val_*`); test metrics are only carried
+along to be reported.
 """
 
 from __future__ import annotations
@@ -12,16 +14,9 @@ from typing import Sequence
 
 from optuna.trial import FrozenTrial
 
-from orchestrator.spec import Constraint, Objective
-
-PICK_RULES = {
-    "fastest": ("latency_ms", "minimize"),
-    "most_accurate": ("accuracy", "maximize"),
-    "smallest": ("params_total", "minimize"),
-    "lightest": ("memory_mb", "minimize"),
-    "greenest": ("emissions_kg_co2e", "minimize"),
-}
-
+from orchestrator.record import trial_record
+from orchestrator.spec import PICK_RULES, Constraint, Objective, check_pick
+from trainers import metrics as M
 
 def constraint_value(c: Constraint, metrics: dict[str, float], baseline: dict[str, float]) -> float:
     """<= 0 when the trial meets the constraint (Optuna's convention), else by how much it misses."""
@@ -41,14 +36,13 @@ def constraint_value(c: Constraint, metrics: dict[str, float], baseline: dict[st
 def deltas(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """How a trial compares with the teacher, in the units people quote."""
     out: dict[str, float] = {}
-    if "accuracy" in metrics and "accuracy" in baseline:
-        out["delta_accuracy_points"] = 100.0 * (metrics["accuracy"] - baseline["accuracy"])
-    if "macro_f1" in metrics and "macro_f1" in baseline:
-        out["delta_macro_f1_points"] = 100.0 * (metrics["macro_f1"] - baseline["macro_f1"])
-    for key in [k for k in metrics if k.startswith("latency_ms")]:
+    for key in (M.VAL_ACCURACY, M.VAL_MACRO_F1, M.TEST_ACCURACY, M.TEST_MACRO_F1):
+        if key in metrics and key in baseline:
+            out[f"delta_{key}_points"] = 100.0 * (metrics[key] - baseline[key])
+    for key in [k for k in metrics if k.startswith("latency_ms_")]:
         if baseline.get(key) and metrics[key] > 0:
             out["speedup" + key.removeprefix("latency_ms")] = baseline[key] / metrics[key]
-    for key in ("memory_mb", "params_total", "model_size_mb", "emissions_kg_co2e", "energy_kwh"):
+    for key in (M.MEMORY_MODEL, M.PARAMS_TOTAL, M.MODEL_DISK, M.EMISSIONS_PER_1K, M.ENERGY_PER_1K):
         if baseline.get(key) and key in metrics:
             out[f"ratio_{key}"] = metrics[key] / baseline[key]
     return out
@@ -71,8 +65,8 @@ class Row:
 def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float]) -> list[Row]:
     out = []
     for t in sorted(trials, key=lambda t: t.number):
-        metrics = t.user_attrs.get("metrics", {})
-        out.append(Row(t.number, dict(t.params), metrics, deltas(metrics, baseline), feasible(t), t.user_attrs.get("mlflow_run_id")))
+        record = trial_record(t)
+        out.append(Row(t.number, dict(t.params), record.metrics, deltas(record.metrics, baseline), feasible(t), record.mlflow_run_id))
     return out
 
 
@@ -82,14 +76,13 @@ def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective
     Only trials that meet every constraint qualify; a named metric the sweep did not optimise is
     still usable because every trial carries the full metric set.
     """
-    if rule.startswith("trial:"):
+    if rule.startswith("trial:") and rule.split(":", 1)[1].isdigit():
         number = int(rule.split(":", 1)[1])
         for t in front:
             if t.number == number:
                 return t
         raise ValueError(f"--pick {rule}: trial {number} is not a completed trial of this study")
-    if rule not in PICK_RULES:
-        raise ValueError(f"--pick {rule!r}: expected one of {sorted(PICK_RULES)} or trial:N")
+    check_pick(rule)
     candidates = [t for t in front if feasible(t)]
     if not candidates:
         raise ValueError("no completed trial meets the sweep's constraints; loosen them or pick with trial:N")
@@ -97,8 +90,9 @@ def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective
     sign = 1.0 if direction == "minimize" else -1.0
 
     def key(t: FrozenTrial):
-        value = t.user_attrs.get("metrics", {}).get(metric, math.inf * sign)
-        accuracy = t.user_attrs.get("metrics", {}).get("accuracy", 0.0)
+        measured = trial_record(t).metrics
+        value = measured.get(metric, math.inf * sign)
+        accuracy = measured.get(M.VAL_ACCURACY, 0.0)
         return (sign * value, -accuracy, t.number)
 
     return min(candidates, key=key)

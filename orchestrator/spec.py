@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from trainers import metrics
 from trainers.config import TrainingConfig
+from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
@@ -22,25 +24,18 @@ from trainers.teacher import TeacherConfig
 
 DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision")
 
-# Friendly objective names -> the metric each one reads (metric names carry their units).
-METRIC_ALIASES = {
-    "accuracy": "accuracy",
-    "f1": "macro_f1",
-    "latency": "latency_ms",
-    "memory": "memory_mb",
-    "emissions": "emissions_kg_co2e",
-    "energy": "energy_kwh",
-    "params": "params_total",
-    "size": "model_size_mb",
+# `export.pick` rules -> (the metric each one ranks by, direction); all read validation or model metrics.
+PICK_RULES = {
+    "fastest": (metrics.LATENCY_P50_BS1, "minimize"),
+    "most_accurate": (metrics.VAL_ACCURACY, "maximize"),
+    "smallest": (metrics.PARAMS_TOTAL, "minimize"),
+    "lightest": (metrics.MEMORY_MODEL, "minimize"),
+    "greenest": (metrics.EMISSIONS_PER_1K, "minimize"),
 }
 
 
 class SpecError(ValueError):
     """A sweep file that cannot run; the message says where and what was expected."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Range(Strict):
@@ -103,19 +98,41 @@ class SearchSpace(Strict):
         return [dict(zip(DIMENSIONS, combo)) for combo in itertools.product(*values)]
 
 
-class Objective(Strict):
+def _decision_metric(name: str) -> str:
+    """A metric something chooses on: known to the vocabulary, and never a test-split metric."""
+    try:
+        key = metrics.resolve(name)
+    except metrics.UnknownMetric as exc:
+        raise ValueError(str(exc)) from None
+    if metrics.is_test_metric(key):
+        raise ValueError(f"{name!r} is measured on the test split: test reports, never chooses; "
+                         f"use the validation metric {key.replace(metrics.TEST_PREFIX, 'val_', 1)!r}")
+    return name
+
+
+class OnMetric(Strict):
+    """Something that chooses on a metric: `metric` is an alias or a vocabulary name, never a test metric."""
+
     metric: str
-    direction: Literal["maximize", "minimize"]
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _decision_metric(v)
 
     @property
     def key(self) -> str:
-        return METRIC_ALIASES.get(self.metric, self.metric)
+        """The logged metric it reads (`accuracy` -> `val_accuracy`)."""
+        return metrics.resolve(self.metric)
 
 
-class Constraint(Strict):
+class Objective(OnMetric):
+    direction: Literal["maximize", "minimize"]
+
+
+class Constraint(OnMetric):
     """A bound on a metric, absolute or relative to the teacher (the baseline run)."""
 
-    metric: str
     max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point)")
     max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
     max: float | None = None
@@ -127,10 +144,6 @@ class Constraint(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of max_drop, max_ratio, max, min (got {given or 'none'})")
         return self
-
-    @property
-    def key(self) -> str:
-        return METRIC_ALIASES.get(self.metric, self.metric)
 
     @property
     def label(self) -> str:
@@ -162,6 +175,22 @@ class Tracking(Strict):
 class ExportConfig(Strict):
     pick: str = Field("fastest", description="fastest | most_accurate | smallest | greenest | trial:N")
     dir: str | None = Field(None, description="default: exports/<study>")
+
+    @field_validator("pick")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        check_pick(v)
+        return v
+
+
+def check_pick(rule: str) -> None:
+    """A pick rule is a PICK_RULES name or trial:N."""
+    if rule.startswith("trial:"):
+        if not rule.split(":", 1)[1].isdigit():
+            raise ValueError(f"pick {rule!r}: expected trial:N with N a trial number")
+        return
+    if rule not in PICK_RULES:
+        raise ValueError(f"pick {rule!r}: expected one of {sorted(PICK_RULES)} or trial:N")
 
 
 class SweepSpec(Strict):

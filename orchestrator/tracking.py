@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from orchestrator.study import DEFAULT_ROOT
@@ -31,9 +31,16 @@ def default_tracking_uri(root: Path = DEFAULT_ROOT) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def resolve_tracking_uri(flag: str | None, spec_uri: str | None, root: Path = DEFAULT_ROOT) -> str:
-    """--tracking-uri, then MLFLOW_TRACKING_URI, then the sweep file's, then sqlite under mlruns/."""
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_tracking_uri(root)
+def resolve_tracking_uri(flag: str | None, spec_uri: str | None, root: Path = DEFAULT_ROOT, *,
+                         stored: str | None = None) -> str:
+    """--tracking-uri, then $MLFLOW_TRACKING_URI, then the sweep file's, then the one stored on the study
+    at launch, then sqlite under mlruns/: the one order every command uses."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or stored or default_tracking_uri(root)
+
+
+def overridden(flag: str | None) -> bool:
+    """Whether the user named a tracking URI for this command (flag or environment)."""
+    return bool(flag or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.I)
@@ -182,7 +189,3 @@ def software_tags() -> dict[str, str]:
         "sw.optuna": optuna.__version__,
         "sw.mlflow": mlflow.__version__,
     }
-
-
-def terminal(status: str) -> bool:
-    return RunStatus.is_terminated(RunStatus.from_string(status))

@@ -60,7 +60,7 @@ def test_four_workers_share_the_local_store_without_lock_errors(store):
     proc = sweep_cli("launch", str(sweep), "--workers", "4", "--no-export", cwd=work, env=ENV)
     text = proc.stdout + proc.stderr
     assert "locked" not in text.lower() and "Traceback" not in text, text[-4000:]
-    assert "4 worker(s)" in text
+    assert "4 executor(s)" in text
     study = _study(work, "par")
     _, runs = _runs(work, "par")
     assert len(study.trials) == 4
@@ -162,9 +162,10 @@ def bookkeeping(tmp_path_factory, tiny_encoder):
 
 
 def _context(bookkeeping, name: str, **overrides):
-    from orchestrator.runner import Context
+    from orchestrator.context import Context
     from orchestrator.spec import load_sweep
-    from orchestrator.study import enqueue_grid, open_storage, open_study
+    from orchestrator.study import open_storage, open_study
+    from orchestrator.trial_queue import enqueue_grid
     from trainers.jobs import PrepareResult
 
     work, data, encoder, tracker = bookkeeping
@@ -181,7 +182,8 @@ def _context(bookkeeping, name: str, **overrides):
 
 def _start(ctx, **attrs):
     """Ask for a trial the way a worker does, open its MLflow run, then pose as another worker."""
-    from orchestrator.runner import next_trial, suggest
+    from orchestrator.dispatch import suggest
+    from orchestrator.trial_queue import next_trial
 
     trial = next_trial(ctx, None)
     params = suggest(trial, ctx.spec)
@@ -203,7 +205,7 @@ def _dead_pid() -> int:
 
 
 def test_dead_local_worker_is_reaped_its_run_failed_and_its_point_retried_once(bookkeeping):
-    from orchestrator.runner import reap_stale
+    from orchestrator.recovery import reap_stale
 
     ctx = _context(bookkeeping, "reap-local", **{"budget.max_retries": 1})
     logs: list[str] = []
@@ -230,7 +232,7 @@ def test_dead_local_worker_is_reaped_its_run_failed_and_its_point_retried_once(b
 
 
 def test_remote_worker_is_judged_by_its_heartbeat_on_this_machines_clock(bookkeeping):
-    from orchestrator.runner import reap_stale
+    from orchestrator.recovery import reap_stale
 
     ctx = _context(bookkeeping, "reap-remote")
     # Another machine's worker: its pid means nothing here, and its clock is two hours behind ours.
@@ -246,8 +248,9 @@ def test_remote_worker_is_judged_by_its_heartbeat_on_this_machines_clock(bookkee
 
 
 def test_a_point_queued_twice_runs_once_and_waiting_workers_outlive_running_trials(bookkeeping):
-    from orchestrator.runner import Next, next_trial, suggest
-    from orchestrator.study import counts_as_failure, enqueue_grid
+    from orchestrator.dispatch import suggest
+    from orchestrator.trial_queue import Next, next_trial
+    from orchestrator.trial_queue import counts_as_failure, enqueue_grid
 
     ctx = _context(bookkeeping, "dup", **{"search_space.pruning_ratio": [0.0], "search_space.distill_alpha": [0.0]})
     ctx.study.enqueue_trial(ctx.spec.search_space.grid()[0])  # the race a storage without a shared lock allows
@@ -264,7 +267,7 @@ def test_a_point_queued_twice_runs_once_and_waiting_workers_outlive_running_tria
 
 
 def test_interrupted_trials_do_not_use_up_retries(bookkeeping):
-    from orchestrator.study import enqueue_grid
+    from orchestrator.trial_queue import enqueue_grid
 
     ctx = _context(bookkeeping, "intr", **{"budget.max_retries": 0, "search_space.pruning_ratio": [0.0],
                                           "search_space.distill_alpha": [0.0]})

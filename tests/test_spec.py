@@ -51,6 +51,14 @@ def with_(update: dict) -> dict:
         ({"name": "has space"}, "name", "pattern"),
         ({"objectives": []}, "objectives", "at least 1"),
         ({"data": {"path": "a.csv", "train": "b.csv"}}, "data", "exactly one of"),
+        # One metric vocabulary: a typo is refused with the known names, before any compute.
+        ({"objectives": [{"metric": "latncy", "direction": "minimize"}]}, "objectives.0.metric", "latency_ms_p50_bs1"),
+        ({"constraints": [{"metric": "acuracy", "max_drop": 0.01}]}, "constraints.0.metric", "unknown metric 'acuracy'"),
+        # Validation decides, test reports: nothing that chooses may read a test metric.
+        ({"objectives": [{"metric": "test_accuracy", "direction": "maximize"}]}, "objectives.0.metric",
+         "test reports, never chooses"),
+        ({"constraints": [{"metric": "test_macro_f1", "min": 0.5}]}, "constraints.0.metric", "test reports, never chooses"),
+        ({"export.pick": "quickest"}, "export.pick", "expected one of"),
     ],
 )
 def test_field_errors_name_file_field_and_expectation(tmp_path, update, field, expected):
@@ -89,7 +97,7 @@ def test_impossible_precision_is_refused_at_validation(tmp_path):
 def test_grid_defaults_and_subset(tmp_path):
     spec = load_sweep(write(tmp_path, BASE))
     assert spec.n_trials == 2 and [p["pruning_ratio"] for p in spec.search_space.grid()] == [0.0, 0.5]
-    assert [o.key for o in spec.objectives] == ["accuracy", "latency_ms"]
+    assert [o.key for o in spec.objectives] == ["val_accuracy", "latency_ms_p50_bs1"]  # aliases read validation
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "grid.yaml"])

@@ -53,16 +53,19 @@ def test_launch_logs_parent_baseline_and_one_child_per_trial(launched):
             continue
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         m = run.data.metrics
-        for key in ("accuracy", "macro_f1", "latency_ms", "latency_ms_p50_bs1", "latency_ms_p50_bs8", "memory_mb",
-                    "params_total", "energy_kwh_infer", "emissions_kg_co2e_infer"):
+        # Validation decides, test reports: every run (teacher included) carries both splits' scores.
+        for key in ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1", "latency_ms_p50_bs1",
+                    "latency_ms_p50_bs8", "memory_process_peak_mb_infer", "memory_model_mb", "params_total", "energy_kwh_per_1k_predictions", "emissions_kg_co2e_per_1k_predictions"):
             assert key in m, key
-        assert m["latency_ms"] > 0 and m["memory_mb"] > 0 and m["energy_kwh_infer"] > 0
+        assert "accuracy" not in m and "macro_f1" not in m  # no split-less quality metric
+        assert m["latency_ms_p50_bs1"] > 0 and m["memory_model_mb"] > 0 and m["energy_kwh_per_1k_predictions"] > 0
         if run.data.tags["sweep.role"] == "trial":
             trial = by_run[run.info.run_id]
             assert run.info.status == "FINISHED" and trial.state.name == "COMPLETE"
             assert float(run.data.params["pruning_ratio"]) == trial.params["pruning_ratio"]
-            assert m["accuracy"] == trial.values[0] and m["latency_ms"] == trial.values[1]
-            assert "speedup" in m and "delta_accuracy_points" in m
+            # The objective Optuna was told is the validation accuracy, never the test one.
+            assert m["val_accuracy"] == trial.values[0] and m["latency_ms_p50_bs1"] == trial.values[1]
+            assert "speedup_p50_bs1" in m and "delta_val_accuracy_points" in m and "delta_test_accuracy_points" in m
             assert "emissions_kg_co2e_train" in m and "energy_kwh_train" in m
             names = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"trial_config.yaml", "result.json", "per_class_f1.json", "model"} <= names
@@ -81,6 +84,7 @@ def test_pareto_tags_and_command(launched):
     assert {r.info.run_id for r in trials if r.data.tags.get("sweep.pareto_front") == "true"} == front
     out = sweep_cli("pareto", "tiny", cwd=work).stdout
     assert "teacher" in out and "pareto.html" in out
+    assert "val acc" in out and "test acc (reported)" in out and "validation decides, test reports" in out
     for t in study.best_trials:
         assert f"\n {t.number} " in out or f" {t.number}  " in out
 
@@ -93,12 +97,17 @@ def test_export_metrics_equal_the_mlflow_run_and_the_config_reproduces(launched)
     client, _ = _runs(work / "mlruns", "tiny")
     run = client.get_run(doc["mlflow"]["run_id"])
     assert doc["metrics"] == run.data.metrics
+    assert doc["validation"]["val_accuracy"] == run.data.metrics["val_accuracy"]
+    assert doc["test_reported"]["test_accuracy"] == run.data.metrics["test_accuracy"]
+    completed = [t for t in _study(work / "mlruns", "tiny").trials if t.state.name == "COMPLETE"]
+    assert doc["metrics"]["val_accuracy"] == max(t.user_attrs["metrics"]["val_accuracy"] for t in completed)
     assert set(doc["hyperparameters"]) == {"pruning_ratio", "distill_temperature", "distill_alpha", "precision"}
     assert (out / "model" / "config.json").exists() and (out / "model" / "model.safetensors").exists()
     assert doc["reproduce"].startswith("sweep trial ")
     rerun = sweep_cli(*doc["reproduce"].split()[1:], cwd=work)
     result = json.loads((out / "reproduced" / "result.json").read_text())
-    assert result["metrics"]["accuracy"] == doc["metrics"]["accuracy"], rerun.stdout[-2000:]
+    assert result["metrics"]["test_accuracy"] == doc["metrics"]["test_accuracy"], rerun.stdout[-2000:]
+    assert result["metrics"]["val_accuracy"] == doc["metrics"]["val_accuracy"]
     assert result["metrics"]["params_total"] == doc["metrics"]["params_total"]
 
 
@@ -120,6 +129,7 @@ def test_status_lists_trials(launched):
     work, _, _ = launched
     out = sweep_cli("status", "tiny", cwd=work).stdout
     assert out.count("COMPLETE") == 4
+    assert "val acc" in out and "test acc" in out
     assert "tiny" in sweep_cli("status", cwd=work).stdout
 
 
@@ -141,6 +151,8 @@ def test_sweep_measure_on_an_export_reproduces_its_accuracy_exactly(launched):
     printed = sweep_cli("measure", str(out / "model"), "--sweep", str(sweep), "--output", str(work / "m.json"), cwd=work).stdout
     assert "latency_ms_p50_bs1" in printed
     measured = json.loads((work / "m.json").read_text())["metrics"]
-    assert measured["accuracy"] == doc["metrics"]["accuracy"]
+    assert measured["test_accuracy"] == doc["metrics"]["test_accuracy"]
+    assert measured["val_accuracy"] == doc["metrics"]["val_accuracy"]
     assert measured["params_total"] == doc["metrics"]["params_total"]
-    assert measured["latency_ms"] > 0 and measured["memory_mb"] > 0
+    assert measured["latency_ms_p50_bs1"] > 0 and measured["memory_model_mb"] > 0
+    assert "fresh process" in json.loads((work / "m.json").read_text())["tags"]["measure_process"]

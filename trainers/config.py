@@ -9,15 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
 from trainers.pruning.config import PruningConfig
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from trainers.strict import Strict
 
 
 class TrainingConfig(Strict):

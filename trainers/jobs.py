@@ -1,7 +1,7 @@
 """Typed job and result documents exchanged between the orchestrator and a worker process (JSON files).
 
 They are the whole contract across the process boundary: the orchestrator writes a job, runs
-`python -m trainers.worker KIND JOB RESULT`, and reads the result, whatever happened in between.
+`python -m trainers.entry KIND JOB RESULT`, and reads the result, whatever happened in between.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class PrepareResult(BaseModel):
     baseline_metrics: dict[str, float] = {}
     baseline_tags: dict[str, str] = {}
     baseline_per_class_f1: dict[str, float] = {}
+    baseline_val_per_class_f1: dict[str, float] = {}
 
 
 class MeasureJob(BaseModel):
@@ -71,7 +72,8 @@ class MeasureResult(BaseModel):
     precision: str = ""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
-    per_class_f1: dict[str, float] = {}
+    per_class_f1: dict[str, float] = Field(default_factory=dict, description="per label, on the test split")
+    val_per_class_f1: dict[str, float] = Field(default_factory=dict, description="per label, on the validation split")
 
 
 class TrialResult(BaseModel):
@@ -81,6 +83,7 @@ class TrialResult(BaseModel):
     tags: dict[str, str] = {}
     params: dict[str, Any] = {}
     per_class_f1: dict[str, float] = {}
+    val_per_class_f1: dict[str, float] = {}
     pruning: dict[str, Any] = {}
     model_dir: str | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase of the worker")

@@ -1,7 +1,8 @@
 """One trial as a plain function of its config: prune and distil a student, then measure it.
 
 No Optuna, no MLflow: `run_trial(config)` returns numbers and writes a model folder, so a trial
-can be run, tested and debugged on its own (`sweep trial config.yaml`).
+can be run, tested and debugged on its own (`sweep trial config.yaml`). Measuring lives in
+`trainers.measuring` (the saved student is measured in a fresh process).
 """
 
 from __future__ import annotations
@@ -9,42 +10,23 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from filelock import FileLock
 
 from trainers.config import TrialConfig
-from trainers.data import encode_cached, load_data
-from trainers.jobs import MeasureJob, MeasureResult, TrialResult
-from trainers.measure import MeasureConfig, measure_model, track_emissions, track_memory
-from trainers.precision import autocast, cpu_numerics, for_inference, resolve_device, train_precision, unsupported_reason
+from trainers.inputs import check_labels, load_and_encode
+from trainers.jobs import MeasureResult, TrialResult
+from trainers.measure import track_emissions, track_memory
+from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory
+from trainers.precision import cpu_numerics, resolve_device, train_precision, unsupported_reason
 from trainers.pruning import load_pruned, make_pruner, pruning_summary, save_pruned
 from trainers.teacher import load_teacher_logits
 from trainers.train import batches, train
 
-COMPRESSION_FILE = "compression.json"  # how a saved student is meant to run (its deployment precision)
 Log = Callable[[str], None]
-
-
-def load_and_encode(data_cfg, base_dir: Path, tokenizer, *, max_seq_len: int, cache_dir: Path, report_truncation: bool = False):
-    """Cleaned splits and their (cached) token ids; truncation counts only when asked (they tokenise everything)."""
-    loaded = load_data(data_cfg, base_dir, max_seq_len=max_seq_len, tokenizer=tokenizer if report_truncation else None)
-    encoded = encode_cached(loaded, tokenizer, max_seq_len=max_seq_len, cache_dir=cache_dir)
-    return loaded, encoded
-
-
-def _check_labels(model, label_names: list[str], source: str) -> None:
-    id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
-    model_labels = [id2label.get(i) for i in range(len(id2label))]
-    if model_labels != list(label_names):
-        raise ValueError(f"{source}: the model's labels {model_labels} differ from the data's {label_names}")
 
 
 def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
@@ -59,7 +41,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     student, tokenizer = load_pruned(cfg.teacher_dir)
     loaded, encoded = load_and_encode(cfg.data, cfg.data_base_dir, tokenizer,
                                       max_seq_len=cfg.training.max_seq_len, cache_dir=cfg.cache_dir)
-    _check_labels(student, loaded.label_names, cfg.teacher_dir)
+    check_labels(student, loaded.label_names, cfg.teacher_dir)
     timings["load_s"] = time.perf_counter() - t0
 
     teacher_logits, live_teacher = None, None
@@ -106,15 +88,17 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     with FileLock(str(cfg.measure_lock)) if cfg.measure_lock else contextlib.nullcontext():
         timings["measure_wait_s"] = time.perf_counter() - t2
         if model_dir is not None:
-            measured = measure_fresh(model_dir, cfg.data, cfg.data_base_dir, cfg.measure,
+            measured = measure_in_fresh_process(model_dir, cfg.data, cfg.data_base_dir, cfg.measure,
                                      max_seq_len=cfg.training.max_seq_len, cache_dir=cfg.cache_dir,
                                      batch_size=cfg.training.eval_batch_size, log_path=cfg.output_dir / "measure.log")
         else:  # nothing saved to load: measured in this (trained-in) process, and tagged so
-            in_process = measure_student(student, encoded["test"], cfg.measure, precision=cfg.precision,
-                                         num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size)
+            in_process = measure_in_memory(student, encoded["test"], cfg.measure, precision=cfg.precision,
+                                           num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
+                                           val_split=encoded["validation"])
             measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics,
                                      tags={**in_process.tags, "measure_process": "the training process"},
-                                     per_class_f1={loaded.label_names[int(i)]: float(v) for i, v in in_process.per_class_f1.items()})
+                                     per_class_f1=label_scores(in_process.per_class_f1, loaded.label_names),
+                                     val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
     metrics = dict(measured.metrics)
@@ -123,8 +107,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     metrics["train_seconds"] = stats.seconds
     metrics["train_steps"] = float(stats.steps)
     metrics["train_loss_final"] = stats.final_loss
-    if stats.val_accuracy:
-        metrics["val_accuracy"] = stats.val_accuracy[-1]
+    if stats.val_accuracy:  # during training, at the training precision; val_accuracy is the deployed model's
+        metrics["train_val_accuracy_last_epoch"] = stats.val_accuracy[-1]
     summary = pruning_summary(student, plan)
     for key in ("target_ratio", "achieved_ratio", "params_total_before", "params_total_after",
                 "params_encoder_before", "params_encoder_after"):
@@ -132,21 +116,15 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     for i, (heads, ffn) in enumerate(zip(summary["heads_per_layer"], summary["ffn_per_layer"])):
         metrics[f"pruning_heads_layer{i}"] = float(heads)
         metrics[f"pruning_ffn_width_layer{i}"] = float(ffn)
-    for phase in ("train", "infer"):
-        if f"energy_kwh_{phase}" not in metrics:
-            break
-    else:
-        metrics["energy_kwh"] = metrics["energy_kwh_train"] + metrics["energy_kwh_infer"]
-        metrics["emissions_kg_co2e"] = metrics["emissions_kg_co2e_train"] + metrics["emissions_kg_co2e_infer"]
 
     tags = {**measured.tags, **mem_train.tags(), **em_train.tags(),
             "precision_train": precision, "precision_measured": cfg.precision,
-            "pruning_method": cfg.pruning.method, **numerics, "emissions_scope_total": "emissions_kg_co2e = train + infer phases"}
+            "pruning_method": cfg.pruning.method, **numerics}
     result = TrialResult(
         metrics=metrics, tags=tags,
         params={"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
                 "distill_alpha": cfg.distill_alpha, "precision": cfg.precision},
-        per_class_f1=measured.per_class_f1,
+        per_class_f1=measured.per_class_f1, val_per_class_f1=measured.val_per_class_f1,
         pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings,
     )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
@@ -157,52 +135,3 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
 def _compression(cfg: TrialConfig) -> dict:
     return {"precision": cfg.precision, "pruning_ratio": cfg.pruning_ratio, "pruning_method": cfg.pruning.method,
             "distill_alpha": cfg.distill_alpha, "distill_temperature": cfg.distill_temperature}
-
-
-def measure_student(model, test_split, measure_cfg: MeasureConfig, *, precision: str, num_labels: int,
-                    batch_size: int, model_dir: Path | None = None):
-    """The one measuring path for trials, the baseline and `sweep measure`."""
-    device = resolve_device(measure_cfg.device)
-    if precision == "int8":
-        device = "cpu"
-        measure_cfg = measure_cfg.model_copy(update={"device": "cpu"})
-    cpu_numerics()
-    deployed = for_inference(model, precision)
-    test_batches = list(batches(test_split, batch_size, shuffle=False))
-    return measure_model(deployed, test_batches=test_batches, num_labels=num_labels, cfg=measure_cfg,
-                         autocast=autocast(precision, device), model_dir=model_dir)
-
-
-def measure_saved(model_dir: str | Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
-                  max_seq_len: int, cache_dir: Path, batch_size: int = 64, precision: str | None = None):
-    """Measure any saved model folder (a teacher, an exported student) exactly like a trial does."""
-    model, tokenizer = load_pruned(model_dir)
-    compression = Path(model_dir) / COMPRESSION_FILE
-    if precision is None:
-        precision = json.loads(compression.read_text())["precision"] if compression.exists() else "fp32"
-    loaded, encoded = load_and_encode(data_cfg, data_base_dir, tokenizer, max_seq_len=max_seq_len, cache_dir=cache_dir)
-    _check_labels(model, loaded.label_names, str(model_dir))
-    measured = measure_student(model, encoded["test"], measure_cfg, precision=precision,
-                               num_labels=loaded.num_labels, batch_size=batch_size, model_dir=model_dir)
-    per_class = {loaded.label_names[int(i)]: float(v) for i, v in measured.per_class_f1.items()}
-    return measured, per_class, precision
-
-
-def measure_fresh(model_dir: Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *, max_seq_len: int,
-                  cache_dir: Path, batch_size: int, precision: str | None = None, log_path: Path | None = None) -> MeasureResult:
-    """`measure_saved` in a new process: the trained-in process holds training's memory, so its peak RSS
-    would charge a student for its own training; a fresh process sees only what deployment would."""
-    job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
-                     max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision)
-    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
-        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
-        job_path.write_text(job.model_dump_json())
-        with open(log_path or os.devnull, "ab") as log:
-            code = subprocess.call([sys.executable, "-m", "trainers.worker", "measure", str(job_path), str(result_path)],
-                                   stdout=log, stderr=subprocess.STDOUT)
-        result = MeasureResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
-    if code != 0 or result is None or not result.ok:
-        why = result.error if result is not None and result.error else f"exit code {code}"
-        raise RuntimeError(f"measuring {model_dir} failed: {why}" + (f" (log: {log_path})" if log_path else ""))
-    result.tags["measure_process"] = "a fresh process that loaded the saved model (as `sweep measure` does)"
-    return result

@@ -1,4 +1,4 @@
-"""Test-set quality: accuracy and macro F1 from one pass over labelled batches."""
+"""Quality on a held-out split: accuracy and macro F1 from one pass over labelled batches."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, dev
              autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> dict[str, Any]:
     """accuracy (fraction 0-1), macro_f1, per_class_f1 {label index: F1} and num_examples.
 
-    Pass the TEST batches only: these are the numbers reported, so validation data (used for early
-    stopping or model choice) would make them optimistic. Batches are dicts with input_ids,
+    Called once per split by `measure_model`: on validation batches the scores decide (`val_*`), on
+    test batches they are only reported (`test_*`); never pass training data. Batches are dicts with input_ids,
     attention_mask (any other model inputs too) and labels. `autocast` is the caller's precision
     context factory, so accuracy is measured in the precision the model is deployed in.
     """

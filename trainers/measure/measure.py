@@ -1,4 +1,8 @@
-"""The single measurement entry point shared by a trial and `sweep measure MODEL`."""
+"""The single measurement entry point shared by a trial, the teacher baseline and `sweep measure MODEL`.
+
+Quality is measured on both held-out splits: `val_*` (what every decision reads) and `test_*`
+(reported beside it, never used to choose). Names come from `trainers.metrics`.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +14,22 @@ from typing import Any, Callable, ContextManager, Iterable
 
 from torch import nn
 
+from trainers import metrics as M
 from trainers.measure.accuracy import Batch, evaluate
 from trainers.measure.config import MeasureConfig
-from trainers.measure.emissions import EmissionsResult, track_emissions
+from trainers.measure.emissions import measure_inference_energy
 from trainers.measure.hardware import hardware_context
 from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
-from trainers.measure.memory import MemoryStats, count_parameters, encoder_linear_params, model_disk_mb, track_memory
+from trainers.measure.memory import (MemoryStats, ModelMemory, count_parameters, encoder_linear_params, measure_model_memory,
+                                     model_disk_mb, track_memory)
 from trainers.precision import resolve_device
-# --- model memory and inference energy per 1,000 predictions (issue 10) ---
-from trainers.measure.emissions import measure_inference_energy
-from trainers.measure.memory import ModelMemory, measure_model_memory
-from trainers.metrics import MEMORY_MODEL
 
 UNIT_TAGS = {
-    "unit_accuracy": "accuracy and macro_f1 are fractions 0-1 on the test split",
+    "unit_accuracy": "val_/test_ accuracy and macro_f1 are fractions 0-1 on the validation/test split",
     "unit_latency": "latency_ms_*: wall-clock ms per forward pass of one batch; _bsN = batch size N",
     "unit_throughput": "throughput_samples_per_s_bsN = N / p50 latency at batch N",
     "unit_memory": "memory_*_mb: MiB (2^20 bytes)",
     "unit_energy": "energy_kwh_*: kWh; emissions_kg_co2e_*: kg CO2-equivalent (CodeCarbon offline)",
-    "alias_latency_ms": "latency_ms = latency_ms_p50_bs1",
-    "alias_memory_mb": "memory_mb = memory_model_mb (deployed weights + activation peak)",
 }
 
 
@@ -46,10 +46,10 @@ class Measurement:
 
     metrics: dict[str, float]
     tags: dict[str, str]
-    per_class_f1: dict[int, float]
+    per_class_f1: dict[int, float]  # on the test split
+    val_per_class_f1: dict[int, float] = field(default_factory=dict)
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     memory: MemoryStats | None = None
-    emissions: EmissionsResult | None = None
     model_memory: ModelMemory | None = None
 
 
@@ -57,16 +57,18 @@ def measure_model(
     model: nn.Module,
     *,
     test_batches: Iterable[Batch],
+    val_batches: Iterable[Batch] | None = None,
     num_labels: int,
     cfg: MeasureConfig,
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     model_dir: str | Path | None = None,
 ) -> Measurement:
-    """Accuracy/F1 on the test batches, latency at batch 1 and cfg.batch_size, inference memory,
+    """Accuracy/F1 on the validation and the test batches (`val_*` decides, `test_*` reports), latency at batch 1 and cfg.batch_size, inference memory,
     inference energy, parameter counts (and weight size on disk when `model_dir` is given).
 
     Memory is the peak over the forward passes at [batch_size, seq_len] (warm-up included, so first-time
-    allocations count); energy covers one pass over the test batches. The model is moved to the
+    allocations count); energy is per 1,000 predictions over repeated passes that outlast CodeCarbon's
+    sampling interval. The model is moved to the
     resolved device and left in eval mode.
     """
     device = resolve_device(cfg.device)
@@ -94,37 +96,41 @@ def measure_model(
             latency[cfg.batch_size] = measure_latency(model, batch_size=cfg.batch_size, **latency_kwargs)
         if cfg.batch_size != 1:
             latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
-        with track_emissions("infer", cfg) as em:
-            scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
-        # --- model memory and inference energy per 1,000 predictions (issue 10) ---
+        test_batches = list(test_batches)
+        scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+        val_batches = list(val_batches or [])
+        val = evaluate(model, val_batches, num_labels=num_labels, device=device, autocast=autocast) if val_batches else None
         model_memory = measure_model_memory(model, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=device,
                                             autocast=autocast, seed=cfg.seed)
-        energy_metrics, energy_tags = measure_inference_energy(model, test_batches, cfg, device=device,
+        # Energy per 1,000 predictions over repeated passes that outlast CodeCarbon's sampling interval;
+        # on validation rows when there are any (the split decisions read), else on test rows.
+        energy_metrics, energy_tags = measure_inference_energy(model, val_batches or test_batches, cfg, device=device,
                                                                autocast=autocast)
+        energy_tags["energy_per_1k_split"] = "validation" if val_batches else "test"
 
-    metrics["accuracy"] = scores["accuracy"]
-    metrics["macro_f1"] = scores["macro_f1"]
+    metrics[M.TEST_ACCURACY] = scores["accuracy"]
+    metrics[M.TEST_MACRO_F1] = scores["macro_f1"]
+    if val is not None:
+        metrics[M.VAL_ACCURACY] = val["accuracy"]
+        metrics[M.VAL_MACRO_F1] = val["macro_f1"]
     for stats in latency.values():
         metrics.update(stats.metrics())
         tags.update(stats.tags())
     metrics.update(mem.metrics())
     tags.update(mem.tags())
     tags["memory_scope_infer"] = (f"forward passes (warm-up + timed) on a [{cfg.batch_size}, {cfg.seq_len}] input")
-    metrics.update(em.metrics())
-    tags.update(em.tags())
-    tags["emissions_scope_infer"] = f"one pass over the test batches ({scores['num_examples']} examples)"
     tags.update({
         "measure_device": device,
         "measure_threads": str(threads),
         "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
-        "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels",
+        "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels (reported only)",
+        "val_accuracy_scope": (f"validation split, {val['num_examples']} examples, {num_labels} labels (decides)"
+                               if val is not None else "no validation split given: val_* not measured"),
     })
-    # --- model memory and inference energy per 1,000 predictions (issue 10) ---
     metrics.update(model_memory.metrics())
     tags.update(model_memory.tags())
     metrics.update(energy_metrics)
     tags.update(energy_tags)
-    metrics["latency_ms"] = metrics["latency_ms_p50_bs1"]
-    metrics["memory_mb"] = metrics[MEMORY_MODEL]
     return Measurement(metrics=metrics, tags=tags, per_class_f1=scores["per_class_f1"],
-                       latency=latency, memory=mem, emissions=em, model_memory=model_memory)
+                       val_per_class_f1=val["per_class_f1"] if val is not None else {},
+                       latency=latency, memory=mem, model_memory=model_memory)

@@ -1,5 +1,8 @@
 """Running one job in a child process: CPU/GPU placement, heartbeats, timeouts, and the reason it died.
 
+(A *worker* is the orchestrator process running a study's trials; each job it runs gets a *child
+process*, `python -m trainers.entry KIND JOB RESULT`.)
+
 Each trial gets its own process so that a crash, an out-of-memory kill or a hung trial is that
 trial's failure and never the sweep's. The child arms PR_SET_PDEATHSIG itself, first thing (a
 preexec_fn would run between fork and exec of a multi-threaded parent, where it can deadlock), so
@@ -45,9 +48,9 @@ def _host_id() -> str:
 HOST_ID = _host_id()
 PROCESS_STARTED = psutil.Process().create_time()
 
-# Runs in the child before anything else: die with the parent, take the worker's cores, import
+# Runs in the child before anything else: die with the parent, take the executor's cores, import
 # the trial code (timed, for the overhead benchmark), then run the job module exactly as
-# `python -m trainers.worker` would.
+# `python -m trainers.entry` would.
 _BOOT = """\
 import time
 started = time.time()
@@ -72,13 +75,13 @@ try:
         json.dump({"started_at": started, "imported_at": time.time()}, f)
 except OSError:
     pass
-runpy.run_module("trainers.worker", run_name="__main__", alter_sys=True)
+runpy.run_module("trainers.entry", run_name="__main__", alter_sys=True)
 """
 
 
 @dataclass
 class Placement:
-    """Where a worker's jobs run: CPU cores (affinity + thread count) and at most one GPU."""
+    """Where an executor's jobs run: CPU cores (affinity + thread count) and at most one GPU."""
 
     cores: list[int]
     gpu: str | None = None
@@ -117,7 +120,7 @@ def visible_gpus() -> list[str]:
 
 
 def placements(n_workers: int) -> list[Placement]:
-    """Split cores evenly between workers (wrapping when workers outnumber cores) and one GPU each."""
+    """Split cores evenly between executors (wrapping when they outnumber cores) and one GPU each."""
     cores, gpus = available_cores(), visible_gpus()
     per = max(1, len(cores) // n_workers)
     out = []
@@ -157,8 +160,8 @@ class Outcome:
         if rc is not None and rc < 0:
             name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
             hint = " (the kernel's out-of-memory killer sends this)" if -rc == signal.SIGKILL else ""
-            return f"worker process killed by {name}{hint}; last output: {log_tail[-500:]}"
-        return f"worker process exited with code {rc}; last output: {log_tail[-1500:]}"
+            return f"trial process killed by {name}{hint}; last output: {log_tail[-500:]}"
+        return f"trial process exited with code {rc}; last output: {log_tail[-1500:]}"
 
 
 _STOP_CODES = {130, 143, -signal.SIGINT, -signal.SIGTERM}
@@ -177,7 +180,7 @@ def run_job(
     heartbeat_s: float = 10.0,
     on_start: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Run `python -m trainers.worker KIND JOB RESULT`, beating the heartbeat while it runs.
+    """Run `python -m trainers.entry KIND JOB RESULT`, beating the heartbeat while it runs.
 
     `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
     or of SIGINT/SIGTERM while the worker is being stopped, counts as interrupted, not failed.

@@ -1,4 +1,7 @@
-"""Process entry point: `python -m trainers.worker {prepare|trial} JOB RESULT`.
+"""The child process's entry point: `python -m trainers.entry {prepare|trial|measure} JOB RESULT`.
+
+The orchestrator starts one such process per job (`orchestrator/child_process.py`); the job and
+result documents are `trainers/jobs.py`.
 
 Whatever goes wrong, the worker tries to leave a RESULT saying what; a worker that cannot (killed,
 out of memory) is diagnosed by the orchestrator from its exit status and log.
@@ -6,7 +9,6 @@ out of memory) is diagnosed by the orchestrator from its exit status and log.
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -24,7 +26,7 @@ def prepare(job_path: Path):
     from trainers.measure import track_emissions
     from trainers.precision import resolve_device
     from trainers.teacher import prepare_teacher
-    from trainers.trial import load_and_encode
+    from trainers.inputs import load_and_encode
     from transformers import AutoTokenizer
 
     job = PrepareJob.model_validate_json(job_path.read_text())
@@ -47,35 +49,28 @@ def prepare(job_path: Path):
         teacher_meta=teacher.meta,
     )
     if job.measure_baseline:
-        from trainers.trial import measure_fresh
+        from trainers.measuring import measure_in_fresh_process
 
-        measured = measure_fresh(teacher.model_dir, job.data, job.data_base_dir, job.measure,
+        measured = measure_in_fresh_process(teacher.model_dir, job.data, job.data_base_dir, job.measure,
                                  max_seq_len=job.training.max_seq_len, cache_dir=job.cache_dir / "data",
                                  batch_size=job.training.eval_batch_size, precision="fp32",
                                  log_path=job.output_dir / "measure.log")
         result.baseline_metrics = dict(measured.metrics)
         result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
         result.baseline_per_class_f1 = measured.per_class_f1
+        result.baseline_val_per_class_f1 = measured.val_per_class_f1
         fine_tune = teacher.meta.get("train_metrics") or {}
         result.baseline_metrics.update(fine_tune)
-        if "energy_kwh_infer" in measured.metrics:
-            result.baseline_metrics["energy_kwh"] = measured.metrics["energy_kwh_infer"] + fine_tune.get("energy_kwh_train", 0.0)
-            result.baseline_metrics["emissions_kg_co2e"] = (
-                measured.metrics["emissions_kg_co2e_infer"] + fine_tune.get("emissions_kg_co2e_train", 0.0))
-        result.baseline_tags["emissions_scope_total"] = (
-            "emissions_kg_co2e = teacher fine-tune + infer phases" if fine_tune else "emissions_kg_co2e = infer phase only")
     return result
 
 
 def measure(job_path: Path):
-    from trainers.jobs import MeasureJob, MeasureResult
-    from trainers.trial import measure_saved
+    from trainers.jobs import MeasureJob
+    from trainers.measuring import measure_saved_folder
 
     job = MeasureJob.model_validate_json(job_path.read_text())
-    measured, per_class, used = measure_saved(job.model_dir, job.data, job.data_base_dir, job.measure,
-                                              max_seq_len=job.max_seq_len, cache_dir=job.cache_dir,
-                                              batch_size=job.batch_size, precision=job.precision)
-    return MeasureResult(precision=used, metrics=measured.metrics, tags=measured.tags, per_class_f1=per_class)
+    return measure_saved_folder(job.model_dir, job.data, job.data_base_dir, job.measure, max_seq_len=job.max_seq_len,
+                                cache_dir=job.cache_dir, batch_size=job.batch_size, precision=job.precision)
 
 
 def trial(job_path: Path):
@@ -91,7 +86,7 @@ KINDS = {"prepare": prepare, "trial": trial, "measure": measure}
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] not in KINDS:
-        print("usage: python -m trainers.worker {prepare|trial|measure} JOB RESULT", file=sys.stderr)
+        print("usage: python -m trainers.entry {prepare|trial|measure} JOB RESULT", file=sys.stderr)
         return 2
     kind, job_path, result_path = argv[0], Path(argv[1]), Path(argv[2])
     from trainers.jobs import MeasureResult, PrepareResult, TrialResult

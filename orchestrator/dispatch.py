@@ -1,0 +1,174 @@
+"""Dispatching one trial: its config, its MLflow run, its child process, and what Optuna is told.
+
+`dispatch_trial` takes an asked trial to a terminal state in Optuna and in MLflow; the trial itself
+(`trainers.trial.run_trial`) runs in a child process (`child_process.run_job`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from orchestrator import pareto
+from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
+from orchestrator.context import Context, Log, work_dir
+from orchestrator.record import beat, frozen, set_trial, set_trial_quietly, tell, trial_record
+from orchestrator.recovery import close_lost_run, record_failure
+from orchestrator.spec import DIMENSIONS, SweepSpec
+from orchestrator.study import finite
+from orchestrator.tracking import FINISHED, flatten
+from trainers.config import TrialConfig
+from trainers.jobs import TrialResult
+
+
+def trial_config(ctx: Context, params: dict, number: int, placement: Placement | None = None) -> TrialConfig:
+    spec, prep = ctx.spec, ctx.prepared
+    # CPU executors of one machine take turns to measure, or parallel trials would slow each other's timings.
+    lock = (ctx.root / "cache" / "measure.lock").resolve() if placement is not None and placement.gpu is None else None
+    out = (work_dir(ctx.root, spec.name) / f"trial-{number:04d}").resolve()
+    return TrialConfig(
+        name=f"{spec.name}/trial-{number}",
+        teacher_dir=prep.teacher_dir,
+        teacher_logits=Path(prep.teacher_logits) if prep.teacher_logits else None,
+        data=spec.data,
+        data_base_dir=spec.base_dir,
+        cache_dir=(ctx.root / "cache" / "data").resolve(),
+        training=spec.training,
+        pruning=spec.pruning,
+        measure=spec.measure,
+        pruning_ratio=float(params["pruning_ratio"]),
+        distill_temperature=float(params["distill_temperature"]),
+        distill_alpha=float(params["distill_alpha"]),
+        precision=params["precision"],
+        output_dir=out,
+        measure_lock=lock,
+    )
+
+
+def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict:
+    """The four compression parameters; queued (grid/retry) trials get their fixed values back."""
+    params = {}
+    for name in DIMENSIONS:
+        space = getattr(spec.search_space, name)
+        if isinstance(space, list):
+            params[name] = trial.suggest_categorical(name, list(space))
+        else:
+            params[name] = trial.suggest_float(name, space.low, space.high, step=space.step, log=space.log)
+    return params
+
+
+def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop: threading.Event, log: Log,
+                   asked_at: float | None = None) -> TrialState:
+    """Run one asked trial to a terminal state in Optuna and in MLflow."""
+    asked_at = asked_at or time.time()
+    spec, study = ctx.spec, ctx.study
+    params = suggest(trial, spec)
+    number = trial.number
+    cfg = trial_config(ctx, params, number, placement)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path, result_path, log_path = cfg.output_dir / "trial_config.yaml", cfg.output_dir / "result.json", cfg.output_dir / "worker.log"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    result_path.unlink(missing_ok=True)
+
+    attempt = trial_record(trial).attempt
+    run_id = ctx.tracker.child_run(
+        ctx.experiment_id, ctx.parent_run_id, spec.name, name=f"trial-{number}", role="trial",
+        tags={"optuna.trial_number": number, "sweep.attempt": attempt, "sweep.worker": f"{HOST}:{os.getpid()}",
+              "sweep.placement": f"cores={placement.cores} gpu={placement.gpu}"},
+    )
+    set_trial(study, trial, mlflow_run_id=run_id, output_dir=str(cfg.output_dir))
+    ctx.tracker.log(run_id, params={**params, **flatten("", {"pruning": spec.pruning.model_dump(mode="json"),
+                                                               "training": spec.training.model_dump(mode="json")})})
+    ctx.tracker.log_artifacts(run_id, cfg_path)
+    log(f"trial {number}: {params}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+
+    outcome = run_job(
+        "trial", cfg_path, result_path, log_path, placement, stop=stop,
+        timeout_s=spec.budget.trial_timeout_minutes * 60 if spec.budget.trial_timeout_minutes else None,
+        heartbeat=lambda: beat(study, trial), heartbeat_s=ctx.heartbeat_s,
+        on_start=lambda pid: set_trial_quietly(study, trial, trial_pid=pid),
+    )
+    result = TrialResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
+    reason = None
+    if outcome.interrupted or outcome.abandoned or outcome.timed_out or outcome.returncode != 0 or result is None or not result.ok:
+        reason = (result.error if result is not None and result.error and not outcome.interrupted else None) or outcome.reason(tail(log_path))
+    else:
+        metrics = {**result.metrics, **pareto.deltas(result.metrics, ctx.baseline)}
+        missing = [o.key for o in spec.objectives if o.key not in metrics or not finite([metrics[o.key]])]
+        if missing:
+            reason = f"objective metric(s) {missing} were not measured; measured: {sorted(result.metrics)}"
+    if reason is not None:
+        recorded = record_failure(ctx, trial, reason, log=log, run_id=run_id, interrupted=outcome.interrupted,
+                                  retry=outcome.died and result is None, log_path=log_path)
+        if not recorded:
+            close_lost_run(ctx, run_id, number, log)
+        _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
+        return TrialState.FAIL
+    return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log)
+
+
+def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, result: TrialResult, outcome: Outcome,
+              asked_at: float, log_path: Path, result_path: Path, log: Log) -> TrialState:
+    """Tell Optuna the objective values and constraints, then log everything to the MLflow run."""
+    spec, study, number = ctx.spec, ctx.study, trial.number
+    values = [metrics[o.key] for o in spec.objectives]
+    try:
+        for c in spec.constraints:
+            trial.set_constraint(c.label, pareto.constraint_value(c, metrics, ctx.baseline))
+        set_trial(study, trial, metrics=metrics,
+                  pruning={k: v for k, v in result.pruning.items() if isinstance(v, (int, float, str))})
+        told = tell(study, trial, values)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        told = False
+    if not told:
+        # Another worker took this trial for dead while it ran and queued it again: that run counts.
+        return close_lost_run(ctx, run_id, number, log)
+    ctx.tracker.log(run_id, metrics=metrics, tags={**result.tags, "sweep.feasible": str(pareto.feasible(frozen(study, trial)))})
+    ctx.tracker.log_dict(run_id, result.per_class_f1, "per_class_f1.json")
+    if result.val_per_class_f1:
+        ctx.tracker.log_dict(run_id, result.val_per_class_f1, "val_per_class_f1.json")
+    ctx.tracker.log_dict(run_id, result.pruning, "pruning.json")
+    ctx.tracker.log_artifacts(run_id, result_path)
+    ctx.tracker.log_artifacts(run_id, log_path)
+    if result.model_dir and Path(result.model_dir).is_dir():
+        ctx.tracker.log_artifacts(run_id, Path(result.model_dir), "model")
+    ctx.tracker.end(run_id, FINISHED)
+    took = _write_timings(result_path.parent, asked_at, outcome, result, TrialState.COMPLETE)
+    log(f"trial {number}: " + ", ".join(f"{o.key}={metrics[o.key]:.4g}" for o in spec.objectives)
+        + f" ({took['wall_s']:.0f} s, {took['overhead_s']:.1f} s outside training)")
+    return TrialState.COMPLETE
+
+
+def _write_timings(out: Path, asked_at: float, outcome: Outcome, result: TrialResult | None, state: TrialState) -> dict:
+    """Where a trial's wall time went, inside the child process and around it (benchmarks/orchestration_overhead.py).
+
+    Training proper is the child's load/train/measure phases; everything else (asking, MLflow
+    before and after, interpreter start and imports, saving) is overhead of running it this way.
+    """
+    inner = dict(result.timings) if result is not None else {}
+    now = time.time()
+    doc = {
+        "state": state.name, "asked_at": asked_at, "spawned_at": outcome.spawned_at, "exited_at": outcome.exited_at,
+        "recorded_at": now, "wall_s": now - asked_at, "before_spawn_s": outcome.spawned_at - asked_at,
+        "process_s": outcome.exited_at - outcome.spawned_at, "after_exit_s": now - outcome.exited_at,
+        "worker": inner,
+    }
+    try:
+        boot = json.loads((out / "result.json.boot.json").read_text())
+        doc["interpreter_start_s"] = boot["started_at"] - outcome.spawned_at
+        doc["imports_s"] = boot["imported_at"] - boot["started_at"]
+    except (OSError, ValueError, KeyError):
+        pass
+    doc["overhead_s"] = doc["wall_s"] - sum(inner.get(k, 0.0) for k in ("load_s", "train_s", "measure_s"))
+    try:
+        (out / "timings.json").write_text(json.dumps(doc, indent=2))
+    except OSError:
+        pass
+    return doc

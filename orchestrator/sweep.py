@@ -1,0 +1,178 @@
+"""A sweep's life in one place: open it, run its trials, close it.
+
+- `open_sweep`: storage, study, MLflow experiment and parent run, preparation, teacher baseline.
+  `launch=True` for `sweep launch`; `launch=False` rebuilds the same context from the study alone,
+  so `sweep worker STUDY --storage URL` (another orchestrator process) can help from any machine.
+- `run_sweep`: the pool of executors (`executors.run_executors`) until the sweep is done.
+- `close_sweep`: tag the Pareto front, write the plot, end the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from optuna.trial import FrozenTrial, TrialState
+
+from orchestrator.child_process import Placement
+from orchestrator.context import Context, Log, work_dir
+from orchestrator.executors import run_executors
+from orchestrator.preparation import run_preparation
+from orchestrator.record import set_study, study_record, trial_record
+from orchestrator.spec import SpecError, SweepSpec, check_precisions
+from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
+from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
+from trainers import metrics as M
+
+# Sections that define what a study measures: changing them under an existing study would mix
+# incomparable trials on one Pareto front.
+FROZEN_SECTIONS = ("teacher", "data", "training", "pruning", "measure", "search_space", "objectives", "constraints", "sampler")
+
+
+def _check_unchanged(study, spec: SweepSpec) -> None:
+    stored = study_record(study).spec
+    if stored is None:
+        return
+    now = json.loads(spec.model_dump_json())
+    changed = [s for s in FROZEN_SECTIONS if json.dumps(stored.get(s), sort_keys=True) != json.dumps(now.get(s), sort_keys=True)]
+    if changed:
+        raise SpecError(
+            f"{spec.source}: study {spec.name!r} already exists and this sweep file changes {changed}; "
+            "trials measured under other settings would share one Pareto front. Give the sweep a new name."
+        )
+
+
+def open_sweep(
+    spec: SweepSpec,
+    *,
+    storage_url: str | None,
+    tracking_uri: str | None,
+    root: Path = DEFAULT_ROOT,
+    launching: bool,
+    log: Log,
+    heartbeat_s: float = 10.0,
+) -> Context:
+    root.mkdir(parents=True, exist_ok=True)
+    storage_url = storage_url or spec.storage or default_storage_url(root)
+    study = open_study(spec, open_storage(storage_url, root))
+    _check_unchanged(study, spec)
+    record = study_record(study)
+    stored = None if launching else record.tracking_uri
+    if (stored and not overridden(tracking_uri) and stored.startswith("sqlite:")
+            and not Path(stored.removeprefix("sqlite:///")).exists()):
+        raise SpecError(f"study {spec.name!r} tracks runs in {stored}, a file not on this machine; "
+                        "pass --tracking-uri http://HOST:5000 (an `mlflow server`), see docs/distributed.md")
+    uri = resolve_tracking_uri(tracking_uri, spec.tracking.uri, root, stored=stored)
+    tracker = Tracker(uri, root)
+    experiment_id = tracker.experiment_id(spec.experiment)
+    parent = record.mlflow_parent_run_id
+    if launching or parent is None:
+        tags = {"sweep.storage": storage_url, "sweep.git_commit": git_commit(spec.base_dir), "sweep.sampler": spec.sampler.type,
+                "sweep.objectives": json.dumps([o.model_dump() for o in spec.objectives]), **software_tags()}
+        parent = tracker.parent_run(experiment_id, spec.name, params=flatten("", json.loads(spec.model_dump_json())),
+                                    tags=tags, sweep_file=spec.source)
+        set_study(study, mlflow_parent_run_id=parent, mlflow_experiment=spec.experiment, tracking_uri=uri,
+                  spec=json.loads(spec.model_dump_json()), spec_source=str(spec.source))
+    has_baseline = record.baseline_run_id is not None
+    prepared = run_preparation(spec, root, measure_baseline=launching and not has_baseline, log=log)
+    ctx = Context(spec=spec, study=study, storage_url=storage_url, tracker=tracker, experiment_id=experiment_id,
+                  parent_run_id=parent, root=root, prepared=prepared, heartbeat_s=heartbeat_s)
+    if launching:
+        if prepared.data_report:
+            tracker.log_dict(parent, prepared.data_report, "data_report.json")
+            tracker.log(parent, tags={"sweep.teacher_key": prepared.teacher_key, "sweep.labels": json.dumps(prepared.label_names)},
+                        metrics={f"data_rows_{k}": v for k, v in _rows(prepared.data_report).items()})
+        if prepared.baseline_metrics or has_baseline:
+            record_baseline(ctx, log)
+        hw = {k: v for k, v in prepared.baseline_tags.items() if k.startswith("hw_")}
+        if hw:
+            tracker.log(parent, tags=hw)
+    ctx.baseline = study_record(study).baseline_metrics or ctx.baseline
+    return ctx
+
+
+def _rows(report: dict) -> dict[str, float]:
+    rows = report.get("rows_final") or report.get("rows") or {}
+    return {k: float(v) for k, v in rows.items() if isinstance(v, (int, float))}
+
+
+def spec_from_study(name: str, storage_url: str, root: Path = DEFAULT_ROOT) -> SweepSpec:
+    """The sweep spec a study was launched with, for workers that join without the file."""
+    record = study_record(load_study(name, open_storage(storage_url, root)))
+    if record.spec is None:
+        raise SpecError(f"study {name!r} was not created by `sweep launch` (no spec stored on it)")
+    return stored_spec(record, name, check_hardware=True)
+
+
+def stored_spec(record, name: str, *, check_hardware: bool = False) -> SweepSpec:
+    spec = SweepSpec.model_validate(record.spec)
+    spec.source = Path(record.spec_source) if record.spec_source else None
+    if check_hardware:
+        check_precisions(spec, record.spec_source or name)
+    return spec
+
+
+def record_baseline(ctx: Context, log: Log) -> None:
+    """The teacher, measured like a trial, as a child run: once per study."""
+    study, prep = ctx.study, ctx.prepared
+    record = study_record(study)
+    if record.baseline_run_id is not None:
+        ctx.baseline = record.baseline_metrics
+        return
+    run_id = ctx.tracker.child_run(ctx.experiment_id, ctx.parent_run_id, ctx.spec.name, name="baseline-teacher",
+                                   role="baseline", tags={"sweep.teacher_key": prep.teacher_key})
+    ctx.tracker.log(run_id, params={"teacher.model": ctx.spec.teacher.model, "pruning_ratio": 0.0, "distill_alpha": 0.0,
+                                    "precision": "fp32", "teacher.fine_tuned": prep.teacher_meta.get("fine_tuned")},
+                    metrics=prep.baseline_metrics, tags=prep.baseline_tags)
+    ctx.tracker.log_dict(run_id, prep.baseline_per_class_f1, "per_class_f1.json")
+    if prep.baseline_val_per_class_f1:
+        ctx.tracker.log_dict(run_id, prep.baseline_val_per_class_f1, "val_per_class_f1.json")
+    ctx.tracker.log_dict(run_id, prep.teacher_meta, "teacher_meta.json")
+    ctx.tracker.end(run_id, FINISHED)
+    set_study(study, baseline_metrics=prep.baseline_metrics, baseline_run_id=run_id)
+    ctx.baseline = dict(prep.baseline_metrics)
+    b = prep.baseline_metrics
+    log(f"baseline (teacher): val accuracy {b.get(M.VAL_ACCURACY, math.nan):.4f}, "
+        f"test accuracy {b.get(M.TEST_ACCURACY, math.nan):.4f} (reported), "
+        f"latency {b.get(M.LATENCY_P50_BS1, math.nan):.2f} ms (batch 1)")
+
+
+def run_sweep(ctx: Context, placements: list[Placement], *, stop: threading.Event, log: Log,
+              progress: Callable[[], None] | None = None) -> None:
+    """Run the sweep's trials until done; KeyboardInterrupt (after recording everything) when stopped."""
+    run_executors(ctx, placements, stop=stop, log=log, progress=progress)
+
+
+def tag_pareto(ctx: Context) -> list[FrozenTrial]:
+    front = ctx.study.best_trials
+    on_front = {trial_record(t).mlflow_run_id for t in front}
+    for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        run_id = trial_record(t).mlflow_run_id
+        if run_id:
+            ctx.tracker.set_tags([run_id], "sweep.pareto_front", str(run_id in on_front).lower())
+    return front
+
+
+@dataclass
+class Closed:
+    front: list[FrozenTrial]
+    counts: dict[str, int]
+    plot: Path | None
+
+
+def close_sweep(ctx: Context, *, interrupted: bool) -> Closed:
+    """Tag the Pareto front on the trial runs, write and log the plot, end the parent run."""
+    from orchestrator.report import pareto_plot
+
+    front = tag_pareto(ctx)
+    plot = pareto_plot(ctx.study, ctx.spec.objectives, work_dir(ctx.root, ctx.spec.name) / "pareto.html")
+    if plot:
+        ctx.tracker.log_artifacts(ctx.parent_run_id, plot)
+    c = counts(ctx.study)
+    ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"]})
+    ctx.tracker.end(ctx.parent_run_id, KILLED if interrupted else FINISHED)
+    return Closed(front=front, counts=c, plot=plot)

@@ -1,0 +1,99 @@
+"""What the terminal shows while a sweep runs and when it ends: the log, the progress bar, the report.
+
+Side effects at the rim: `cli.py` parses flags and calls these; nothing here decides what runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from trainers import metrics as M
+
+# Piped output (CI logs, `| tee`) gets room for the wide tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+# What `sweep export` prints: validation decides, test is reported beside it.
+EXPORT_SUMMARY = (
+    (M.VAL_ACCURACY, "val accuracy"), (M.VAL_MACRO_F1, "val macro F1"),
+    (M.TEST_ACCURACY, "test accuracy (reported)"), (M.TEST_MACRO_F1, "test macro F1 (reported)"),
+    (M.LATENCY_P50_BS1, "latency p50 bs1 (ms)"), (M.MEMORY_MODEL, "model memory (MiB)"),
+    (M.PARAMS_TOTAL, "params"), (M.MODEL_DISK, "disk (MiB)"),
+)
+
+
+def log(message: str) -> None:
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+
+
+def _progress_updater(ctx, progress: Progress, task) -> callable:
+    from orchestrator.record import trial_record
+    from orchestrator.study import counts
+
+    def update() -> None:
+        c = counts(ctx.study)
+        best = ""
+        done = [trial_record(t).metrics for t in ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if done:
+            acc = max(m.get(M.VAL_ACCURACY, 0.0) for m in done)
+            fast = min(m.get(M.LATENCY_P50_BS1, float("inf")) for m in done)
+            best = f" | best val accuracy {acc:.4f}, fastest {fast:.2f} ms"
+        progress.update(task, completed=c["complete"] + c["fail"],
+                        description=f"trials: {c['complete']} done, {c['running']} running, {c['fail']} failed, {c['waiting']} queued{best}")
+
+    return update
+
+
+def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
+    """Run the sweep's executor threads with a progress bar; False when interrupted."""
+    from orchestrator.child_process import default_workers, placements
+    from orchestrator.sweep import run_sweep
+
+    n = workers or default_workers()
+    places = placements(n)
+    log(f"{n} executor(s): " + "; ".join(f"cores {p.cores}" + (f", GPU {p.gpu}" if p.gpu else "") for p in places))
+    stop = threading.Event()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(title, total=ctx.spec.n_trials)
+        try:
+            run_sweep(ctx, places, stop=stop, log=log, progress=_progress_updater(ctx, progress, task))
+        except KeyboardInterrupt:
+            return False
+    return True
+
+
+def finish(ctx, *, interrupted: bool, export: bool) -> None:
+    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick."""
+    from orchestrator.export import export_trial
+    from orchestrator.report import pareto_table
+    from orchestrator.sweep import close_sweep
+
+    closed = close_sweep(ctx, interrupted=interrupted)
+    front, c, plot = closed.front, closed.counts, closed.plot
+    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"))
+    console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
+    exported = None
+    if export and front:
+        out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
+        try:
+            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)
+            exported = out
+            log(f"exported trial {doc['trial']} (pick: {ctx.spec.export.pick}) to {out}/ (config.yaml, model/)")
+        except ValueError as exc:
+            log(f"not exported: {exc}")
+    console.print("\n[bold]Where to look[/bold]")
+    root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
+    console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
+    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
+    console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
+    if exported:
+        console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
+    if interrupted:
+        console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")

@@ -1,0 +1,89 @@
+"""Measuring a model, three ways that share one code path (`trainers.measure.measure_model`).
+
+- `measure_in_memory(model, ...)`: a model object already loaded in this process.
+- `measure_saved_folder(model_dir, ...)`: load a saved model folder here, then measure it.
+- `measure_in_fresh_process(model_dir, ...)`: `measure_saved_folder` in a new Python process
+  (`python -m trainers.entry measure`), so that peak memory sees only what deployment would. Trials,
+  the teacher baseline and `sweep measure` all use this one.
+
+Quality is measured on the validation split (`val_*`, decides) and the test split (`test_*`, reports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from trainers.inputs import check_labels, load_and_encode
+from trainers.jobs import MeasureJob, MeasureResult
+from trainers.measure import MeasureConfig, measure_model
+from trainers.precision import autocast, cpu_numerics, for_inference, resolve_device
+from trainers.pruning import load_pruned
+from trainers.train import batches
+
+COMPRESSION_FILE = "compression.json"  # how a saved student is meant to run (its deployment precision)
+
+
+def measure_in_memory(model, test_split, measure_cfg: MeasureConfig, *, precision: str, num_labels: int,
+                      batch_size: int, val_split=None, model_dir: Path | None = None):
+    """Measure a model object of this process at its deployed `precision`."""
+    device = resolve_device(measure_cfg.device)
+    if precision == "int8":
+        device = "cpu"
+        measure_cfg = measure_cfg.model_copy(update={"device": "cpu"})
+    cpu_numerics()
+    deployed = for_inference(model, precision)
+    test_batches = list(batches(test_split, batch_size, shuffle=False))
+    val_batches = list(batches(val_split, batch_size, shuffle=False)) if _rows(val_split) else None
+    return measure_model(deployed, test_batches=test_batches, val_batches=val_batches, num_labels=num_labels,
+                         cfg=measure_cfg, autocast=autocast(precision, device), model_dir=model_dir)
+
+
+def _rows(split) -> int:
+    return 0 if split is None else int(len(split["labels"])) if "labels" in split else 0
+
+
+def label_scores(per_class: dict, label_names: list[str]) -> dict[str, float]:
+    return {label_names[int(i)]: float(v) for i, v in per_class.items()}
+
+
+def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
+                         max_seq_len: int, cache_dir: Path, batch_size: int = 64,
+                         precision: str | None = None) -> MeasureResult:
+    """Load a saved model folder (a teacher, a student, an export) in this process and measure it."""
+    model, tokenizer = load_pruned(model_dir)
+    compression = Path(model_dir) / COMPRESSION_FILE
+    if precision is None:
+        precision = json.loads(compression.read_text())["precision"] if compression.exists() else "fp32"
+    loaded, encoded = load_and_encode(data_cfg, data_base_dir, tokenizer, max_seq_len=max_seq_len, cache_dir=cache_dir)
+    check_labels(model, loaded.label_names, str(model_dir))
+    measured = measure_in_memory(model, encoded["test"], measure_cfg, precision=precision, num_labels=loaded.num_labels,
+                                 batch_size=batch_size, val_split=encoded.get("validation"), model_dir=model_dir)
+    return MeasureResult(precision=precision, metrics=measured.metrics, tags=measured.tags,
+                         per_class_f1=label_scores(measured.per_class_f1, loaded.label_names),
+                         val_per_class_f1=label_scores(measured.val_per_class_f1, loaded.label_names))
+
+
+def measure_in_fresh_process(model_dir: Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
+                             max_seq_len: int, cache_dir: Path, batch_size: int, precision: str | None = None,
+                             log_path: Path | None = None) -> MeasureResult:
+    """`measure_saved_folder` in a new process: the trained-in process holds training's memory, so its peak RSS
+    would charge a student for its own training; a fresh process sees only what deployment would."""
+    job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
+                     max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision)
+    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(job.model_dump_json())
+        with open(log_path or os.devnull, "ab") as log:
+            code = subprocess.call([sys.executable, "-m", "trainers.entry", "measure", str(job_path), str(result_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        result = MeasureResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
+    if code != 0 or result is None or not result.ok:
+        why = result.error if result is not None and result.error else f"exit code {code}"
+        raise RuntimeError(f"measuring {model_dir} failed: {why}" + (f" (log: {log_path})" if log_path else ""))
+    result.tags["measure_process"] = "a fresh process that loaded the saved model (as `sweep measure` does)"
+    return result
