@@ -73,6 +73,7 @@ class Pair:
     x: Objective
     y: Objective
     points: list[PlotPoint] = field(default_factory=list)
+    left_out: int = 0  # students without a finite value for one of the two metrics
 
     @property
     def slug(self) -> str:
@@ -137,7 +138,8 @@ def pairs(points: Sequence[PlotPoint], objectives: Sequence[Objective]) -> list[
     out = []
     for a, b in itertools.combinations(resolved, 2):
         x, y = (b, a) if a[1] == "maximize" and b[1] == "minimize" else (a, b)
-        out.append(Pair(x, y, [p for p in points if _finite(p.metrics.get(x[0])) and _finite(p.metrics.get(y[0]))]))
+        drawable = [p for p in points if _finite(p.metrics.get(x[0])) and _finite(p.metrics.get(y[0]))]
+        out.append(Pair(x, y, drawable, len(points) - len(drawable)))
     return out
 
 
@@ -193,13 +195,24 @@ def marker_size(point: PlotPoint, *, smallest: float, largest: float) -> float:
     return smallest + (largest - smallest) * min(max(ratio / 0.9, 0.0), 1.0)
 
 
+def _precision(point: PlotPoint) -> str:
+    return str(point.params.get(PRECISION_PARAM, "precision not searched"))
+
+
 def _ratios(points: Sequence[PlotPoint]) -> list[float]:
     return sorted({float(p.params[RATIO_PARAM]) for p in points if isinstance(p.params.get(RATIO_PARAM), (int, float))})
 
 
 def _precisions(points: Sequence[PlotPoint]) -> list[str]:
-    return sorted({str(p.params.get(PRECISION_PARAM, "?")) for p in points},
+    return sorted({_precision(p) for p in points},
                   key=lambda s: (list(PRECISION_COLOURS).index(s) if s in PRECISION_COLOURS else 99, s))
+
+
+def figure_title(title: str, pair: Pair, teacher: dict[str, float]) -> str:
+    missing = [m for m, _ in (pair.x, pair.y) if m not in teacher]
+    notes = [f"the teacher has no {', '.join(missing)}"] if missing else []
+    notes += [f"{pair.left_out} student(s) without both metrics"] if pair.left_out else []
+    return f"{title}: {pair.y[0]} vs {pair.x[0]}" + (f" (not drawn: {'; '.join(notes)})" if notes else "")
 
 
 def _middle(pair: Pair, teacher: dict[str, float]) -> float:
@@ -233,7 +246,7 @@ def plotly_figure(pair: Pair, teacher: dict[str, float], lines: Sequence[Thresho
         return ("top " if above.get(p.number, True) else "bottom ") + ("left" if p.metrics[xm] > middle else "right")
     for precision in precisions:
         for feasible in (True, False):
-            group = [p for p in pair.points if str(p.params.get(PRECISION_PARAM, "?")) == precision and p.feasible == feasible]
+            group = [p for p in pair.points if _precision(p) == precision and p.feasible == feasible]
             if not group:
                 continue
             xe = [_ci(p, xm) for p in group]
@@ -261,7 +274,8 @@ def plotly_figure(pair: Pair, teacher: dict[str, float], lines: Sequence[Thresho
     if xm in teacher and ym in teacher:
         fig.add_trace(go.Scatter(
             x=[teacher[xm]], y=[teacher[ym]], mode="markers+text", name=TEACHER, text=[f"<b>{TEACHER}</b>"],
-            textposition="bottom left" if teacher[xm] > middle else "bottom right", cliponaxis=False, marker={"symbol": "star", "size": 18, "color": "black"},
+            textposition="top left" if teacher[xm] > middle else "top right", cliponaxis=False,
+            marker={"symbol": "star", "size": 18, "color": "black"},
             error_x={"type": "data", "array": [_ci(teacher, xm) or 0], "visible": _ci(teacher, xm) is not None},
             error_y={"type": "data", "array": [_ci(teacher, ym) or 0], "visible": _ci(teacher, ym) is not None},
             hovertemplate=f"teacher<br>{xm}=%{{x:.4g}}<br>{ym}=%{{y:.4g}}<extra></extra>",
@@ -295,7 +309,7 @@ def write_html(pairs_: Sequence[Pair], teacher: dict[str, float], lines: Sequenc
     """All pairs in one page; plotly.js (about 4.7 MB) is inlined once, so the file opens offline."""
     parts = []
     for i, pair in enumerate(pairs_):
-        fig = plotly_figure(pair, teacher, lines, f"{title}: {pair.y[0]} vs {pair.x[0]}")
+        fig = plotly_figure(pair, teacher, lines, figure_title(title, pair, teacher))
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}))
         parts.append(_front_table(pair))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -319,7 +333,7 @@ def write_png(pair: Pair, teacher: dict[str, float], lines: Sequence[Threshold],
     ax = fig.add_subplot()
     precisions = _precisions(pair.points)
     for p in pair.points:
-        c = colour(str(p.params.get(PRECISION_PARAM, "?")), precisions)
+        c = colour(_precision(p), precisions)
         size = marker_size(p, smallest=6, largest=16)
         ax.errorbar(p.metrics[xm], p.metrics[ym], xerr=_ci(p, xm), yerr=_ci(p, ym), fmt="o", ms=size,
                     mfc=c if p.feasible else "none", mec=c, mew=1.5, ecolor=c, elinewidth=1, capsize=3, zorder=3)
@@ -350,16 +364,19 @@ def write_png(pair: Pair, teacher: dict[str, float], lines: Sequence[Threshold],
             ax.annotate(f"constraint: {t.label}", (t.value, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
                         textcoords="offset points", fontsize=8, color="#B00020")
     handles = [Line2D([], [], ls="", marker="o", ms=8, color=colour(pr, precisions), label=pr) for pr in precisions]
-    handles += [Line2D([], [], ls="", marker="*", ms=12, color="black", label=TEACHER),
-                Line2D([], [], color="#444", lw=1.2, label="Pareto front"),
-                Line2D([], [], ls="", marker="o", ms=8, mfc="none", mec="#444", label="fails a constraint"),
-                *[Line2D([], [], ls="", marker="o", color="#bbb", label=f"pruning ratio {r:g}",
+    if xm in teacher and ym in teacher:
+        handles.append(Line2D([], [], ls="", marker="*", ms=12, color="black", label=TEACHER))
+    if front:
+        handles.append(Line2D([], [], color="#444", lw=1.2, label="Pareto front"))
+    if not all(p.feasible for p in pair.points):
+        handles.append(Line2D([], [], ls="", marker="o", ms=8, mfc="none", mec="#444", label="fails a constraint"))
+    handles += [*[Line2D([], [], ls="", marker="o", color="#bbb", label=f"pruning ratio {r:g}",
                          ms=marker_size(PlotPoint(-1, {RATIO_PARAM: r}, {}), smallest=6, largest=16))
                   for r in _ratios(pair.points)]]
     ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
     ax.set_xlabel(axis_title(xm, xd), fontsize=9)
     ax.set_ylabel(axis_title(ym, yd), fontsize=9)
-    ax.set_title(f"{title}: {ym} vs {xm}", fontsize=11)
+    ax.set_title(figure_title(title, pair, teacher), fontsize=11)
     ax.grid(alpha=0.3)
     fig.savefig(path)
     return path

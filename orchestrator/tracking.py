@@ -100,7 +100,8 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
-            for key, value in experiment_tags().items():  # made before these tags existed; a kind chosen in the UI stays
+            # made before these tags existed: add them; a kind chosen in the UI since stays
+            for key, value in experiment_tags().items():
                 if key not in exp.tags:
                     self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
@@ -186,10 +187,13 @@ class Tracker:
 
 def experiment_tags() -> dict[str, str]:
     """Opens as a model-training experiment, with the sweep's runs-table layout available."""
+    columns = [f"metrics.`{m}`" for m in COMPARED_METRICS] + [f"params.`{p}`" for p in COMPARED_PARAMS]
     view = {
         "orderByKey": f"metrics.`{vocab.VAL_ACCURACY}`",
         "orderByAsc": False,
-        "selectedColumns": [f"metrics.`{m}`" for m in COMPARED_METRICS] + [f"params.`{p}`" for p in COMPARED_PARAMS],
+        "selectedColumns": columns,
+        "columnOrder": columns,  # accuracy first, in the order above
+        "columnWidths": {c: max(120, 8 * len(c)) for c in columns},  # wide enough for the full metric name
     }
     return {EXPERIMENT_KIND: MODEL_TRAINING, RUNS_VIEW_TAG: json.dumps(view)}
 

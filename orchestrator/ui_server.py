@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -25,22 +27,27 @@ def command(uri: str, host: str, port: int, artifact_root: Path | None) -> list[
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal still exists
-        return True
+    """Whether any process of the group still runs (zombies left for init to reap do not count)."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """SIGTERM to the server's whole process group, SIGKILL to whatever is left after `grace` s."""
+def stop_group(proc: subprocess.Popen, grace: float = 2.0) -> None:
+    """SIGTERM to the server's whole process group, SIGKILL to whatever is left after `grace` s.
+
+    The grace is short on purpose: a UI server holds nothing to flush, and uvicorn's supervisor
+    respawns workers that die of the group-wide SIGTERM before it sees its own, which would hold
+    the port for many seconds more."""
     pgid = proc.pid  # start_new_session: the leader's pid is the group id
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(pgid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):  # gone, or only zombies that init has not reaped
             break
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

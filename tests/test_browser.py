@@ -7,6 +7,7 @@ Debian's `chromium` package (`.ci/run` installs it); without it the browser test
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,16 +20,19 @@ from pathlib import Path
 
 import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 
 from orchestrator.plots import label, write_pareto_plots
-from orchestrator.tracking import Tracker, default_tracking_uri, runs_url
+from orchestrator.tracking import (EXPERIMENT_KIND, MODEL_TRAINING, RUNS_VIEW_TAG, Tracker, default_tracking_uri,
+                                   runs_url)
 from test_plots import OBJECTIVES, TEACHER, Bound, students
 from trainers import metrics as vocab
 
 STUDY = "tiny"
-TRIALS = {"trial-0 ratio 0.0 fp32": (0.91, 3.2), "trial-1 ratio 0.5 int8": (0.88, 1.9)}
+TRIALS = {"trial-0 ratio 0.0 fp32": (0.0, "fp32", 0.91, 3.2), "trial-1 ratio 0.5 int8": (0.5, "int8", 0.88, 1.9)}
 BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-needs_browser = pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
+needs_browser = pytest.mark.skipif(
+    BROWSER is None, reason="Chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -93,11 +97,12 @@ def start_ui(root: Path, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Teardown: SIGTERM `sweep ui` (which stops its server group), SIGKILL what is left after 10 s."""
-    family = []
+def stop(proc: subprocess.Popen, family: list[psutil.Process] = ()) -> None:
+    """Teardown: SIGTERM `sweep ui` (which stops its server group), SIGKILL what is left after 10 s,
+    including `family` (its descendants as seen earlier, in case it died and left them orphaned)."""
+    family = list(family)
     if proc.poll() is None:
-        family = psutil.Process(proc.pid).children(recursive=True)
+        family += psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
@@ -119,9 +124,9 @@ def store(tmp_path_factory) -> tuple[Path, str]:
     tracker = Tracker(default_tracking_uri(root), root)
     experiment = tracker.experiment_id(STUDY)
     parent = tracker.parent_run(experiment, STUDY, params={"n_trials": 2}, tags={}, sweep_file=None)
-    for name, (accuracy, latency) in TRIALS.items():
+    for name, (ratio, precision, accuracy, latency) in TRIALS.items():
         run = tracker.child_run(experiment, parent, STUDY, name=name, role="trial", tags={})
-        tracker.log(run, params={"pruning_ratio": 0.5, "precision": "int8"},
+        tracker.log(run, params={"pruning_ratio": ratio, "precision": precision},
                     metrics={vocab.VAL_ACCURACY: accuracy, vocab.LATENCY_P50_BS1: latency})
         tracker.end(run, "FINISHED")
     tracker.end(parent, "FINISHED")
@@ -134,11 +139,20 @@ def ui(store, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("ui-log") / "ui.log"
     proc = start_ui(root, port, log)
+    family = psutil.Process(proc.pid).children(recursive=True)
     yield f"http://127.0.0.1:{port}", experiment, log
-    stop(proc)
+    stop(proc, family)
 
 
 # --- tests ---------------------------------------------------------------------------------------
+def test_experiment_is_a_model_training_experiment_with_the_sweep_view(store):
+    root, experiment = store
+    tags = MlflowClient(default_tracking_uri(root)).get_experiment(experiment).tags
+    assert tags[EXPERIMENT_KIND] == MODEL_TRAINING
+    view = json.loads(tags[RUNS_VIEW_TAG])
+    assert f"metrics.`{vocab.VAL_ACCURACY}`" in view["selectedColumns"] and view["orderByAsc"] is False
+
+
 def test_ui_prints_the_runs_view_link(ui):
     base, experiment, log = ui
     link = runs_url(base, experiment)
@@ -151,7 +165,8 @@ def test_runs_view_shows_the_trials_and_their_metrics(ui, tmp_path):
     base, experiment, _ = ui
     url = runs_url(base, experiment)
     dom = render_until(tmp_path, url, [*TRIALS, f"study:{STUDY}", vocab.VAL_ACCURACY, vocab.LATENCY_P50_BS1])
-    for accuracy, latency in TRIALS.values():  # the metric columns hold the values, not just the headers
+    assert "Model registry" in dom and "Judges" not in dom  # the model-training sidebar, not GenAI's
+    for _, _, accuracy, latency in TRIALS.values():  # the metric columns hold the values, not just the headers
         assert f">{accuracy}<" in dom and f">{latency}<" in dom
     chromium(tmp_path, url, budget_ms=15000, screenshot=tmp_path / "runs.png")
     assert (tmp_path / "runs.png").stat().st_size > 20_000
@@ -176,6 +191,7 @@ def test_sigterm_stops_the_server_and_all_its_workers(store, tmp_path):
     root, _ = store
     port = free_port()
     proc = start_ui(root, port, tmp_path / "ui.log")
+    family: list[psutil.Process] = []
     try:
         family = psutil.Process(proc.pid).children(recursive=True)
         assert len(family) >= 2, "expected the MLflow server and its workers under sweep ui"
@@ -193,4 +209,4 @@ def test_sigterm_stops_the_server_and_all_its_workers(store, tmp_path):
                 os.killpg(group, 0)
         assert proc.returncode == 128 + signal.SIGTERM
     finally:
-        stop(proc)
+        stop(proc, family)

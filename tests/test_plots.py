@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.plots import PlotPoint, Pair, front_2d, label, pairs, staircase, thresholds, write_pareto_plots
+from orchestrator.plots import (PlotPoint, Pair, figure_title, front_2d, label, pairs, staircase, thresholds,
+                               write_pareto_plots)
 from trainers import metrics as vocab
 
 OBJECTIVES = [("accuracy", "maximize"), ("latency", "minimize")]
@@ -115,3 +116,12 @@ def test_constraint_lines_are_placed_from_the_teacher():
 def test_a_single_objective_is_refused():
     with pytest.raises(ValueError, match="at least two objectives"):
         pairs(students(2), [("accuracy", "maximize")])
+
+
+def test_what_cannot_be_drawn_is_said_in_the_title():
+    unmeasured = PlotPoint(9, {}, {vocab.VAL_ACCURACY: 0.7, vocab.LATENCY_P50_BS1: float("nan")})
+    (pair,) = pairs([*students(3), unmeasured], OBJECTIVES)
+    assert [p.number for p in pair.points] == [0, 1, 2]
+    title = figure_title("demo", pair, {vocab.VAL_ACCURACY: 0.9})
+    assert title == ("demo: val_accuracy vs latency_ms_p50_bs1 (not drawn: the teacher has no latency_ms_p50_bs1; "
+                     "1 student(s) without both metrics)")
