@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -292,15 +291,37 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="bind address; only widen it on a trusted network"),
     port: int = typer.Option(5000),
 ) -> None:
-    """Start the MLflow UI on the sweep's tracking store (127.0.0.1 unless told otherwise)."""
-    from orchestrator.tracking import resolve_tracking_uri
+    """Start the MLflow UI on the sweep's tracking store (127.0.0.1 unless told otherwise); Ctrl-C or
+    SIGTERM stops the server and all its workers."""
+    from orchestrator import ui_server
+    from orchestrator.tracking import resolve_tracking_uri, runs_url
 
     uri = resolve_tracking_uri(tracking_uri, None, root)
-    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    if uri.startswith("sqlite:"):
-        cmd += ["--default-artifact-root", (root / "artifacts").resolve().as_uri()]
-    raise typer.Exit(subprocess.call(cmd))
+    base = f"http://{host}:{port}"
+    console.print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)")
+    for name, experiment_id, has_view in _experiments(uri):
+        console.print(f"  {name}: {runs_url(base, experiment_id, view=has_view)}", highlight=False, soft_wrap=True)
+    artifacts = root / "artifacts" if uri.startswith("sqlite:") else None
+    raise typer.Exit(ui_server.serve(ui_server.command(uri, host, port, artifacts)))
+
+
+def _experiments(uri: str) -> list[tuple[str, str, bool]]:
+    """(name, id, has the sweep's runs view) of the store's experiments that hold runs; none for a
+    store that does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import RUNS_VIEW_TAG
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.search_experiments(max_results=200)
+        return [(e.name, e.experiment_id, RUNS_VIEW_TAG in e.tags) for e in found
+                if client.search_runs([e.experiment_id], max_results=1)]
+    except Exception as exc:  # an unreachable server must not keep the UI from starting
+        console.print(f"[yellow]could not list experiments in {uri}: {exc}[/yellow]")
+        return []
 
 
 if __name__ == "__main__":

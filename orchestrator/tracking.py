@@ -19,10 +19,22 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from orchestrator.study import DEFAULT_ROOT
+from trainers import metrics as vocab
 
 ROLE = "sweep.role"  # study | baseline | trial
 STUDY = "sweep.study"
 PARENT = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses "GenAI" and lands on a
+# traces overview; "custom_model_development" opens the training-runs view.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+# A runs-table layout stored on the experiment (MLflow 3's "shared view": an experiment tag the UI
+# reads when the URL names it): trials flat, sorted by validation accuracy, the compared metrics shown.
+RUNS_VIEW = "sweep"
+RUNS_VIEW_TAG = "mlflow.sharedViewState." + RUNS_VIEW
+COMPARED_METRICS = (vocab.VAL_ACCURACY, vocab.TEST_ACCURACY, vocab.LATENCY_P50_BS1, vocab.MEMORY_MODEL,
+                    vocab.MODEL_DISK, vocab.ENERGY_PER_1K)
+COMPARED_PARAMS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision")
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 _MAX_PARAM = 6000
 
@@ -95,12 +107,16 @@ class Tracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            # made before these tags existed: add them; a kind chosen in the UI since stays
+            for key, value in experiment_tags().items():
+                if key not in exp.tags:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:") or self.uri.startswith("file:"):
             location = (self.root / "artifacts").resolve().as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags=experiment_tags())
         except Exception:
             exp = self.client.get_experiment_by_name(name)  # another worker created it first
             if exp is None:
@@ -174,6 +190,26 @@ class Tracker:
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(dst)))
+
+
+def experiment_tags() -> dict[str, str]:
+    """Opens as a model-training experiment, with the sweep's runs-table layout available."""
+    columns = [f"metrics.`{m}`" for m in COMPARED_METRICS] + [f"params.`{p}`" for p in COMPARED_PARAMS]
+    view = {
+        "orderByKey": f"metrics.`{vocab.VAL_ACCURACY}`",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "columnOrder": columns,  # accuracy first, in the order above
+        "columnWidths": {c: max(120, 8 * len(c)) for c in columns},  # wide enough for the full metric name
+    }
+    return {EXPERIMENT_KIND: MODEL_TRAINING, RUNS_VIEW_TAG: json.dumps(view)}
+
+
+def runs_url(ui_base: str, experiment_id: str, *, view: bool = True) -> str:
+    """The MLflow 3 UI's runs table of one experiment: `<base>/#/experiments/<id>/runs` (a hash route),
+    in the model-training workflow, with the sweep's layout when the experiment has it (`view`)."""
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={RUNS_VIEW}" if view else "")
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def software_tags() -> dict[str, str]:
