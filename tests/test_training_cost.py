@@ -221,3 +221,40 @@ def test_calibration_times_real_steps_of_the_teacher_and_the_pruned_students(tea
         assert weights[0] > weights[1] > weights[2]
     else:  # movement pruning trains the full shapes under masks and removes weights at the end
         assert weights[0] == weights[1] == weights[2]
+
+
+# --- a whole trial -----------------------------------------------------------------------------
+
+def _trial_config(tmp_path: Path, teacher: Path, name: str, **update) -> TrialConfig:
+    csv = make_topics_csv(tmp_path / "topics.csv")
+    return TrialConfig(
+        name=name, teacher_dir=str(teacher), data=DataConfig(path=csv), data_base_dir=tmp_path,
+        cache_dir=tmp_path / "cache", training=TRAINING.model_copy(update={"epochs": 1}),
+        pruning=PruningConfig(method="block_movement", block_size="head"), pruning_ratio=0.5,
+        measure={"batch_size": 8, "seq_len": 16, "warmup": 1, "min_repeats": 2, "max_repeats": 3, "max_seconds": 1,
+                 "measure_power_secs": 1},
+        output_dir=tmp_path / name, trainings_dir=tmp_path / "trainings", **update)
+
+
+def test_fp32_and_int8_trials_share_one_training_and_each_is_measured(tmp_path, teacher_dir):
+    from trainers.trial import run_trial
+
+    first = run_trial(_trial_config(tmp_path, teacher_dir, "t0", precision="fp32"), log=lambda _: None)
+    second = run_trial(_trial_config(tmp_path, teacher_dir, "t1", precision="int8"), log=lambda _: None)
+    assert first.training_key == second.training_key and first.reused_training_of is None
+    assert second.reused_training_of == "t0"
+    assert second.metrics["train_steps"] == first.metrics["train_steps"]  # the training it embodies
+    assert second.tags["precision_measured"] == "int8" and first.tags["precision_measured"] == "fp32"
+    assert (tmp_path / "t1" / "model").is_dir()  # each trial still saves the student it measured
+    assert not (tmp_path / "t1" / "progress.jsonl").exists()  # nothing trained in the reusing trial
+
+
+def test_a_trial_asked_to_stop_ends_pruned_with_its_partial_cost_and_shares_nothing(tmp_path, teacher_dir):
+    from trainers.trial import run_trial
+
+    cfg = _trial_config(tmp_path, teacher_dir, "t0")
+    request_stop(cfg.output_dir, "pruned")  # already there when training starts: stops after step 1
+    result = run_trial(cfg, log=lambda _: None)
+    assert result.ok and result.pruned and result.metrics["train_steps"] == 1.0
+    assert result.model_dir is None and "latency_ms_p50_bs1" not in result.metrics
+    assert find_training(tmp_path / "trainings", result.training_key) is None

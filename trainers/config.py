@@ -60,3 +60,6 @@ class TrialConfig(Strict):
         None, description="a lock file shared by the workers of one machine: CPU measurements run one at a time"
     )
     save_model: bool = True
+    trainings_dir: Path | None = Field(
+        None, description="shared trained students by training key (train once, measure many); None: train here, share nothing"
+    )

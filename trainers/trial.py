@@ -7,7 +7,6 @@ can be run, tested and debugged on its own (`sweep trial config.yaml`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import subprocess
@@ -23,11 +22,11 @@ from filelock import FileLock
 from trainers.config import TrialConfig
 from trainers.data import encode_cached, load_data
 from trainers.jobs import MeasureJob, MeasureResult, TrialResult
-from trainers.measure import MeasureConfig, measure_model, track_emissions, track_memory
+from trainers.measure import MeasureConfig, measure_model
 from trainers.precision import autocast, cpu_numerics, for_inference, resolve_device, train_precision, unsupported_reason
-from trainers.pruning import load_pruned, make_pruner, pruning_summary, save_pruned
-from trainers.teacher import load_teacher_logits
-from trainers.train import batches, train
+from trainers.pruning import load_pruned, save_pruned
+from trainers.student_training import train_student
+from trainers.train import batches
 
 COMPRESSION_FILE = "compression.json"  # how a saved student is meant to run (its deployment precision)
 Log = Callable[[str], None]
@@ -62,38 +61,24 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     _check_labels(student, loaded.label_names, cfg.teacher_dir)
     timings["load_s"] = time.perf_counter() - t0
 
-    teacher_logits, live_teacher = None, None
-    if cfg.distill_alpha > 0:
-        if cfg.teacher_logits is not None:
-            teacher_logits = load_teacher_logits(cfg.teacher_logits, len(loaded.splits["train"]))
-        else:
-            live_teacher, _ = load_pruned(cfg.teacher_dir)
-            log("distillation: no cached teacher logits given; running the teacher forward on every batch")
-
-    pruner = make_pruner(student, cfg.pruning_ratio, cfg.pruning)
-    calib = list(itertools.islice(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed), 8))
-    pruner.prepare(student, calib)
-    precision = train_precision(cfg.precision)
     t1 = time.perf_counter()
-    with track_memory("train", device, sample_interval_s=0.05) as mem_train, \
-            track_emissions("train", cfg.measure) as em_train:
-        stats = train(
-            student, encoded["train"], cfg.training, device=device, precision=precision,
-            alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
-            teacher_logits=teacher_logits, teacher=live_teacher, pruner=pruner,
-            score_lr=cfg.pruning.scores_lr, val_split=encoded["validation"] if len(loaded.splits["validation"]) else None,
-            log=log,
-        )
-        plan = pruner.finalize(student)
-        if plan.refilled:
-            # Hybrid filled: the restored blocks change the function, so the kept heads retrain briefly.
-            log("hybrid filled: retraining 1 epoch after restoring partially pruned heads")
-            train(student, encoded["train"], cfg.training.model_copy(update={"epochs": 1}), device=device,
-                  precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
-                  teacher_logits=teacher_logits, teacher=live_teacher, log=log)
+    trained = train_student(cfg, student, tokenizer, loaded, encoded, device=device, log=log)
     timings["train_s"] = time.perf_counter() - t1
-    student.to("cpu").eval()
-    del live_teacher
+    stats = trained.stats
+    training_metrics = {**trained.metrics, "train_seconds": stats["seconds"], "train_steps": float(stats["steps"]),
+                        "train_loss_final": stats["final_loss"]}
+    if stats["val_accuracy"]:
+        training_metrics["val_accuracy"] = stats["val_accuracy"][-1]
+    precision = train_precision(cfg.precision)
+    shared = {"training_key": trained.key, "reused_training_of": trained.reused_from}
+    if trained.stopped_early:  # pruned on request: what it spent so far, nothing measured
+        result = TrialResult(metrics=training_metrics, tags={**trained.tags, "precision_train": precision, **numerics},
+                             params=_params(cfg), pruned=True, timings=timings, **shared)
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
+        log(f"stopped early at step {stats['stopped_at_step']} of {stats['total_steps']} (pruned)")
+        return result
+    student, plan = trained.student, trained.plan
 
     model_dir = None
     if cfg.save_model:
@@ -117,15 +102,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
                                      per_class_f1={loaded.label_names[int(i)]: float(v) for i, v in in_process.per_class_f1.items()})
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
-    metrics = dict(measured.metrics)
-    metrics.update(mem_train.metrics())
-    metrics.update(em_train.metrics())
-    metrics["train_seconds"] = stats.seconds
-    metrics["train_steps"] = float(stats.steps)
-    metrics["train_loss_final"] = stats.final_loss
-    if stats.val_accuracy:
-        metrics["val_accuracy"] = stats.val_accuracy[-1]
-    summary = pruning_summary(student, plan)
+    metrics = {**measured.metrics, **training_metrics}
+    summary = trained.summary
     for key in ("target_ratio", "achieved_ratio", "params_total_before", "params_total_after",
                 "params_encoder_before", "params_encoder_after"):
         metrics[f"pruning_{key}"] = float(summary[key])
@@ -139,19 +117,22 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         metrics["energy_kwh"] = metrics["energy_kwh_train"] + metrics["energy_kwh_infer"]
         metrics["emissions_kg_co2e"] = metrics["emissions_kg_co2e_train"] + metrics["emissions_kg_co2e_infer"]
 
-    tags = {**measured.tags, **mem_train.tags(), **em_train.tags(),
+    tags = {**measured.tags, **trained.tags,
             "precision_train": precision, "precision_measured": cfg.precision,
             "pruning_method": cfg.pruning.method, **numerics, "emissions_scope_total": "emissions_kg_co2e = train + infer phases"}
     result = TrialResult(
         metrics=metrics, tags=tags,
-        params={"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
-                "distill_alpha": cfg.distill_alpha, "precision": cfg.precision},
-        per_class_f1=measured.per_class_f1,
-        pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings,
+        params=_params(cfg), per_class_f1=measured.per_class_f1,
+        pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings, **shared,
     )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+def _params(cfg: TrialConfig) -> dict:
+    return {"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
+            "distill_alpha": cfg.distill_alpha, "precision": cfg.precision}
 
 
 def _compression(cfg: TrialConfig) -> dict:
