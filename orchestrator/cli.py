@@ -132,6 +132,29 @@ def _finish(ctx, *, interrupted: bool, export: bool) -> None:
 
 
 @app.command()
+def check(
+    sweep_file: Path = typer.Argument(..., help="sweep YAML to check"),
+    root: Path = ROOT,
+    workers: int = typer.Option(1, "--workers", "-w", help="workers the estimate assumes"),
+    calibrate: bool = typer.Option(True, help="time a few training steps to estimate wall time"),
+) -> None:
+    """Check a sweep before spending: file, hardware, data report, grid, distinct trainings, time estimate.
+
+    Writes no study, no runs and no cache; exits non-zero on any error.
+    """
+    from orchestrator.check import check_sweep
+
+    spec = _load_spec(sweep_file)
+    _log(f"sweep {spec.name}: file valid; every precision runs on this hardware")
+    try:
+        check_sweep(spec, say=lambda text: console.print(text, highlight=False), calibrate=calibrate,
+                    workers=workers, teacher_cache=root / "cache" / "teachers")
+    except Exception as exc:  # noqa: BLE001 - any error here is the answer the user asked for
+        _fail(f"{sweep_file}: {type(exc).__name__}: {exc}", code=1)
+    _log("check passed")
+
+
+@app.command()
 def launch(
     sweep_file: Path = typer.Argument(..., help="sweep YAML (see sweeps/grid.yaml)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="parallel trials on this machine (default: one per GPU, else 1)"),
@@ -143,6 +166,7 @@ def launch(
     """Run (or resume) the sweep a file describes; ends with the Pareto table and an export."""
     from orchestrator.session import open_context
     from orchestrator.spec import SpecError
+    from orchestrator.cost import fold_points
     from orchestrator.study import enqueue_grid, grid_points, storage_lock
 
     spec = _load_spec(sweep_file)
@@ -157,7 +181,8 @@ def launch(
     if spec.sampler.type == "grid":
         with storage_lock(ctx.storage_url, root):
             queued = enqueue_grid(ctx.study, spec)
-        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running")
+        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running, "
+             f"{fold_points(spec.search_space.grid())[1]} folded (temperature has no effect at distill_alpha 0)")
     finished = _run(ctx, workers, f"sweep {spec.name}")
     _finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")

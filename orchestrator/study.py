@@ -25,6 +25,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from orchestrator.cost import fold_points
 from orchestrator.spec import DIMENSIONS, Range, SpecError, SweepSpec
 
 DEFAULT_ROOT = Path("mlruns")
@@ -199,12 +200,13 @@ def requeue(study: optuna.Study, params: dict, user_attrs: dict) -> bool:
 
 
 def grid_points(spec: SweepSpec) -> list[dict]:
-    """The grid points a sweep runs: all of them, or a seeded random subset when n_trials is smaller.
+    """The grid points a sweep runs (temperature folded away at alpha 0): all of them, or a seeded random
+    subset when n_trials is smaller.
 
     A subset drawn without repetition spans every dimension's values far better than the first
     n_trials of the product order would (Optuna's GridSampler also visits points in random order).
     """
-    grid = spec.search_space.grid()
+    grid, _ = fold_points(spec.search_space.grid())  # T at alpha 0 trains the same student: one point
     if spec.n_trials >= len(grid):
         return grid
     rng = random.Random(spec.sampler.seed)

@@ -57,3 +57,24 @@ def test_pruner_config_rejects_unknown_types():
     with pytest.raises(ValueError):
         PrunerConfig(type="asha")
     assert not PrunerConfig().enabled
+
+
+def test_sweep_check_prints_the_report_counts_and_estimate_and_writes_nothing(tmp_path, tiny_encoder, topics_csv):
+    from conftest import sweep_cli, sweep_doc, write_sweep
+
+    doc = sweep_doc(tiny_encoder, topics_csv, **{"search_space.precision": ["fp32", "int8"],
+                                                 "search_space.distill_temperature": [2.0, 4.0]})
+    path = write_sweep(tmp_path, doc)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = sweep_cli("check", str(path), cwd=tmp_path)
+    out = proc.stdout
+    assert "texts" in out and "no problems found" in out  # the data report
+    # 2 ratios x 2 T x 2 alpha x 2 precisions = 16; T folded at alpha 0: 4 points; fp32/int8 share trainings
+    assert "grid: 16 point(s), 4 folded" in out and "12 distinct point(s) with 6 distinct training(s)" in out
+    assert "ms/step" in out and "estimate:" in out and "check passed" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlruns/, no study, no runs, no cache
+
+    bad = write_sweep(tmp_path, {**doc, "data": {**doc["data"], "text_column": "nope"}}, name="bad.yaml")
+    failed = sweep_cli("check", str(bad), cwd=tmp_path, check=False)
+    assert failed.returncode != 0 and "nope" in failed.stdout + failed.stderr
+    assert not (tmp_path / "mlruns").exists()
