@@ -155,6 +155,29 @@ def check(
 
 
 @app.command()
+def delete(
+    study_name: str = typer.Argument(..., help="the study to remove"),
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    root: Path = ROOT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Remove a study, its early-stopping companion, its MLflow runs and its trial folders (caches stay)."""
+    from orchestrator.cleanup import plan_removal, remove
+    from orchestrator.study import open_storage
+
+    study, tracker, url = _study_and_tracker(study_name, storage, tracking_uri, root)
+    store = open_storage(url, root)
+    removal = plan_removal(study_name, store, tracker, study.user_attrs.get("mlflow_experiment"), root)
+    console.print(f"to remove: studies {removal.studies}, {len(removal.runs)} MLflow run(s), "
+                  f"folders {[str(f) for f in removal.folders]}", highlight=False)
+    if not yes and not typer.confirm("remove them?"):
+        _fail("nothing removed", code=1)
+    remove(removal, store, tracker)
+    _log(f"removed study {study_name}")
+
+
+@app.command()
 def launch(
     sweep_file: Path = typer.Argument(..., help="sweep YAML (see sweeps/grid.yaml)"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="parallel trials on this machine (default: one per GPU, else 1)"),

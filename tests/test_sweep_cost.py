@@ -78,3 +78,31 @@ def test_sweep_check_prints_the_report_counts_and_estimate_and_writes_nothing(tm
     failed = sweep_cli("check", str(bad), cwd=tmp_path, check=False)
     assert failed.returncode != 0 and "nope" in failed.stdout + failed.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_sweep_delete_removes_one_study_its_runs_and_folders_and_nothing_else(tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from conftest import sweep_cli
+    from orchestrator.early_stopping import EarlyStopping, PrunerConfig
+    from orchestrator.study import default_storage_url, open_storage
+    from orchestrator.tracking import STUDY, Tracker, default_tracking_uri
+
+    root = tmp_path / "mlruns"
+    storage = open_storage(default_storage_url(root), root)
+    tracker = Tracker(default_tracking_uri(root), root)
+    for name in ("bad", "keep"):
+        study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"])
+        study.set_user_attr("mlflow_experiment", name)
+        EarlyStopping(storage, name, PrunerConfig(type="median"))
+        exp = tracker.experiment_id(name)
+        tracker.client.create_run(exp, tags={STUDY: name})
+        (root / "trials" / name / "trial-0000").mkdir(parents=True)
+    sweep_cli("delete", "bad", "--yes", cwd=tmp_path)
+    left = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert left == ["keep", "keep.early-stopping"]
+    client = MlflowClient(default_tracking_uri(root))
+    runs = lambda name: client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert runs("bad") == [] and len(runs("keep")) == 1
+    assert not (root / "trials" / "bad").exists() and (root / "trials" / "keep" / "trial-0000").exists()
