@@ -66,6 +66,7 @@ def launch(
     from orchestrator.sweep import open_sweep
     from orchestrator.spec import SpecError
     from orchestrator.study import storage_lock
+    from orchestrator.cost import fold_points
     from orchestrator.trial_queue import enqueue_grid, grid_points
 
     spec = _load_spec(sweep_file)
@@ -80,7 +81,8 @@ def launch(
     if spec.sampler.type == "grid":
         with storage_lock(ctx.storage_url, root):
             queued = enqueue_grid(ctx.study, spec)
-        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running")
+        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running, "
+             f"{fold_points(spec.search_space.grid())[1]} folded (temperature has no effect at distill_alpha 0)")
     finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
     finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")
@@ -282,6 +284,54 @@ def measure(
                                       "per_class_f1": measured.per_class_f1, "val_per_class_f1": measured.val_per_class_f1},
                                      indent=2))
         console.print(f"written to {output}")
+
+
+@app.command()
+def check(
+    sweep_file: Path = typer.Argument(..., help="sweep YAML to check"),
+    root: Path = ROOT,
+    workers: int = typer.Option(1, "--workers", "-w", help="workers the estimate assumes"),
+    calibrate: bool = typer.Option(True, help="time a few training steps to estimate wall time"),
+) -> None:
+    """Check a sweep before spending: file, hardware, data report, grid, distinct trainings, time estimate.
+
+    Writes no study, no runs and no cache; exits non-zero on any error.
+    """
+    from orchestrator.check import check_sweep
+
+    spec = _load_spec(sweep_file)
+    _log(f"sweep {spec.name}: file valid; every precision runs on this hardware")
+    try:
+        check_sweep(spec, say=lambda text: console.print(text, highlight=False), calibrate=calibrate,
+                    workers=workers, teacher_cache=root / "cache" / "teachers")
+    except Exception as exc:  # noqa: BLE001 - any error here is the answer the user asked for
+        _fail(f"{sweep_file}: {type(exc).__name__}: {exc}", code=1)
+    _log("check passed")
+
+
+@app.command()
+def delete(
+    study_name: str = typer.Argument(..., help="the study to remove"),
+    storage: Optional[str] = STORAGE,
+    tracking_uri: Optional[str] = TRACKING,
+    root: Path = ROOT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+) -> None:
+    """Remove a study, its early-stopping companion, its MLflow runs and its trial folders (caches stay)."""
+    from orchestrator.cleanup import plan_removal, remove
+    from orchestrator.study import open_storage
+
+    from orchestrator.study import default_storage_url
+
+    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    store = open_storage(storage or default_storage_url(root), root)
+    removal = plan_removal(study_name, store, tracker, record.mlflow_experiment, root)
+    console.print(f"to remove: studies {removal.studies}, {len(removal.runs)} MLflow run(s), "
+                  f"folders {[str(f) for f in removal.folders]}", highlight=False)
+    if not yes and not typer.confirm("remove them?"):
+        _fail("nothing removed", code=1)
+    remove(removal, store, tracker)
+    _log(f"removed study {study_name}")
 
 
 @app.command()

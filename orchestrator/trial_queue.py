@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.child_process import HOST, HOST_ID, PROCESS_STARTED
 from orchestrator.context import Context
+from orchestrator.cost import fold_points
 from orchestrator.record import enqueue, frozen, set_trial, tell, trial_id, trial_point, trial_record
 from orchestrator.spec import DIMENSIONS, SweepSpec
 
@@ -49,12 +50,13 @@ def requeue(study: optuna.Study, params: dict, **record) -> bool:
 
 
 def grid_points(spec: SweepSpec) -> list[dict]:
-    """The grid points a sweep runs: all of them, or a seeded random subset when n_trials is smaller.
+    """The grid points a sweep runs (temperature folded away at alpha 0): all of them, or a seeded random
+    subset when n_trials is smaller.
 
     A subset drawn without repetition spans every dimension's values far better than the first
     n_trials of the product order would (Optuna's GridSampler also visits points in random order).
     """
-    grid = spec.search_space.grid()
+    grid, _ = fold_points(spec.search_space.grid())  # T at alpha 0 trains the same student: one point
     if spec.n_trials >= len(grid):
         return grid
     rng = random.Random(spec.sampler.seed)

@@ -27,6 +27,9 @@ class TrainingConfig(Strict):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear LR warm-up, fraction of steps")
     max_seq_len: int = Field(128, ge=8, le=4096, description="tokens per text; longer texts are truncated")
     eval_batch_size: int = Field(64, ge=1)
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="validation accuracy every N optimiser steps (early stopping reads it); None: every epoch"
+    )
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
@@ -54,3 +57,6 @@ class TrialConfig(Strict):
         None, description="a lock file shared by the workers of one machine: CPU measurements run one at a time"
     )
     save_model: bool = True
+    trainings_dir: Path | None = Field(
+        None, description="shared trained students by training key (train once, measure many); None: train here, share nothing"
+    )

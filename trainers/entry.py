@@ -25,6 +25,7 @@ def prepare(job_path: Path):
     from trainers.jobs import PrepareJob, PrepareResult
     from trainers.measure import track_emissions
     from trainers.precision import resolve_device
+    from trainers.progress import BASELINE, DATA_REPORT_FILE, ProgressReporter
     from trainers.teacher import prepare_teacher
     from trainers.inputs import load_and_encode
     from transformers import AutoTokenizer
@@ -37,10 +38,13 @@ def prepare(job_path: Path):
                                       report_truncation=True)
     report_text = loaded.report.render()
     _log(report_text)
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    (job.output_dir / DATA_REPORT_FILE).write_text(report_text)  # shown before the teacher trains
     teacher = prepare_teacher(
         job.teacher_ref, job.teacher, label_names=loaded.label_names, encoded=encoded,
         data_fingerprint=fingerprint(loaded), training=job.training, cache_root=job.cache_dir / "teachers",
         device=device, emissions=lambda phase: track_emissions(phase, job.measure), log=_log,
+        progress_dir=job.output_dir,
     )
     result = PrepareResult(
         label_names=loaded.label_names, data_report=loaded.report.to_dict(), data_report_text=report_text,
@@ -51,10 +55,13 @@ def prepare(job_path: Path):
     if job.measure_baseline:
         from trainers.measuring import measure_in_fresh_process
 
+        baseline = ProgressReporter(job.output_dir, BASELINE)
+        baseline.on_step(0, 1, 0.0)
         measured = measure_in_fresh_process(teacher.model_dir, job.data, job.data_base_dir, job.measure,
                                  max_seq_len=job.training.max_seq_len, cache_dir=job.cache_dir / "data",
                                  batch_size=job.training.eval_batch_size, precision="fp32",
                                  log_path=job.output_dir / "measure.log")
+        baseline.end(1, 1)
         result.baseline_metrics = dict(measured.metrics)
         result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
         result.baseline_per_class_f1 = measured.per_class_f1

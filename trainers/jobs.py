@@ -87,6 +87,9 @@ class TrialResult(BaseModel):
     pruning: dict[str, Any] = {}
     model_dir: str | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase of the worker")
+    pruned: bool = Field(False, description="training was stopped early on request: partial cost, nothing measured")
+    training_key: str | None = Field(None, description="the shared training this student is (train once, measure many)")
+    reused_training_of: str | None = Field(None, description="the trial (config name) that trained it, when not this one")
 
 
 __all__ = ["PrepareJob", "PrepareResult", "TrialConfig", "TrialResult"]

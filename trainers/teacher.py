@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from trainers.config import TrainingConfig
 from trainers.models import model_fingerprint
+from trainers.progress import TEACHER_FINE_TUNE, TEACHER_LOGITS, progress_hooks
 from trainers.train import predict_logits, train
 
 DONE = "DONE"
@@ -118,8 +119,10 @@ def prepare_teacher(
     device: str,
     emissions: Callable | None = None,
     log: Callable[[str], None] = print,
+    progress_dir: Path | None = None,
 ) -> TeacherArtifacts:
-    """Return the cached teacher for these settings, building it first if no worker has yet."""
+    """Return the cached teacher for these settings, building it first if no worker has yet
+    (progress events of the fine-tune and the logits go to `progress_dir`, see trainers.progress)."""
     key = teacher_key(model_ref, teacher, data_fingerprint, training)
     out = Path(cache_root) / key
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,7 @@ def prepare_teacher(
         log(f"teacher: building {out} from {model_ref}")
         tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log)
+        meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log, progress_dir)
         meta.update(key=key, model_ref=model_ref, data_fingerprint=data_fingerprint)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(out, ignore_errors=True)
@@ -152,7 +155,7 @@ def _artifacts(key: str, out: Path, meta: dict, built_now: bool) -> TeacherArtif
     )
 
 
-def _build(model_ref, teacher, label_names, encoded, training, out: Path, device, emissions, log) -> dict:
+def _build(model_ref, teacher, label_names, encoded, training, out: Path, device, emissions, log, progress_dir=None) -> dict:
     config = AutoConfig.from_pretrained(model_ref)
     order = label_order(config, label_names, model_ref) if teacher.fine_tune != "always" else None
     if order is None and teacher.fine_tune == "never":
@@ -178,7 +181,8 @@ def _build(model_ref, teacher, label_names, encoded, training, out: Path, device
         )
         log(f"teacher: fine-tuning for {teacher.epochs} epochs on {len(encoded['train']['labels'])} rows")
         with (emissions("train") if emissions else contextlib.nullcontext()) as energy:
-            stats = train(model, encoded["train"], budget, device=device, val_split=encoded.get("validation"), log=log)
+            stats = train(model, encoded["train"], budget, device=device, val_split=encoded.get("validation"), log=log,
+                          **progress_hooks(progress_dir, TEACHER_FINE_TUNE))
         meta.update(
             train_seconds=stats.seconds,
             train_steps=stats.steps,
@@ -190,7 +194,8 @@ def _build(model_ref, teacher, label_names, encoded, training, out: Path, device
     out.mkdir(parents=True)
     model.save_pretrained(out / "model", safe_serialization=True)
     tokenizer.save_pretrained(out / "model")
-    logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device)
+    logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device,
+                            on_step=progress_hooks(progress_dir, TEACHER_LOGITS).get("on_step"))
     save_file({"logits": logits.contiguous()}, str(out / "train_logits.safetensors"))
     meta["train_rows"] = int(logits.shape[0])
     return meta

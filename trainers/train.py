@@ -2,6 +2,11 @@
 
 Distillation, pruning and precision plug in as arguments; the loop itself stays plain
 (nanoGPT style): batch -> forward under autocast -> loss -> scaled backward -> step.
+
+Early stopping is a protocol, not a policy: the loop evaluates validation accuracy every epoch (or
+every `eval_every_steps`) and asks `on_eval(step, epoch, val_accuracy)`; `on_step(step, total_steps,
+epoch)` is called after every optimiser step (progress, stop requests). Either returning True stops
+the loop cleanly after that step, and `TrainStats.stopped_early` / `stopped_at_step` say so.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from trainers.distill import distillation_loss
 from trainers.precision import autocast, grad_scaler
 
 Batch = dict[str, torch.Tensor]
+OnStep = Callable[[int, int, float], "bool | None"]  # (step, total_steps, epoch) -> stop?
+OnEval = Callable[[int, float, float], "bool | None"]  # (step, epoch, val_accuracy) -> stop?
 
 
 @dataclass
@@ -29,6 +36,15 @@ class TrainStats:
     seconds: float = 0.0
     final_loss: float = math.nan
     val_accuracy: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)  # the step after which each val_accuracy was measured
+    total_steps: int = 0  # the planned budget
+    stopped_early: bool = False
+    stopped_at_step: int | None = None
+
+
+def planned_steps(n_rows: int, cfg: TrainingConfig) -> int:
+    """Optimiser steps of a full training budget over `n_rows` training rows."""
+    return max(1, math.ceil(cfg.epochs * math.ceil(n_rows / cfg.batch_size)))
 
 
 def batches(
@@ -56,16 +72,20 @@ def _to(batch: Batch, device: str) -> Batch:
 
 
 @torch.inference_mode()
-def predict_logits(model: nn.Module, split: Batch, *, batch_size: int, device: str, precision: str = "fp32") -> torch.Tensor:
-    """Logits for a whole split in its original order, as fp32 on the CPU."""
+def predict_logits(model: nn.Module, split: Batch, *, batch_size: int, device: str, precision: str = "fp32",
+                   on_step: OnStep | None = None) -> torch.Tensor:
+    """Logits for a whole split in its original order, as fp32 on the CPU (`on_step` per batch: progress)."""
     model.eval()
     ctx = autocast(precision, device)
     out = []
-    for batch in batches(split, batch_size, shuffle=False):
+    total = math.ceil(split["labels"].shape[0] / batch_size)
+    for i, batch in enumerate(batches(split, batch_size, shuffle=False), start=1):
         batch = _to(batch, device)
         with ctx():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out.append(logits.float().cpu())
+        if on_step is not None:
+            on_step(i, total, 0.0)
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -88,18 +108,25 @@ def train(
     pruner=None,
     score_lr: float | None = None,
     val_split: Batch | None = None,
+    eval_every_steps: int | None = None,
+    on_step: OnStep | None = None,
+    on_eval: OnEval | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainStats:
     """Train `model` in place; returns what happened.
 
     The soft targets come from `teacher_logits` (cached, aligned with the training split's rows) or,
-    when only `teacher` is given, from a live teacher forward on each batch.
+    when only `teacher` is given, from a live teacher forward on each batch. With `val_split`,
+    validation accuracy is measured after every epoch, or every `eval_every_steps` steps and after the
+    last; `on_eval`/`on_step` returning True stop training after the current step.
     """
+    if eval_every_steps is not None and eval_every_steps < 1:
+        raise ValueError(f"eval_every_steps must be >= 1 (or None for once per epoch), got {eval_every_steps}")
     torch.manual_seed(cfg.seed)
     model.to(device).train()
     n = train_split["labels"].shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total_steps = planned_steps(n, cfg)
 
     score_params = list(pruner.score_parameters()) if pruner is not None else []
     score_ids = {id(p) for p in score_params}
@@ -117,9 +144,19 @@ def train(
         teacher.to(device).eval()
     extra = {"index": torch.arange(n)}
 
-    stats, step, t0 = TrainStats(), 0, time.perf_counter()
-    epoch = 0
-    while step < total_steps:
+    stats, step, t0 = TrainStats(total_steps=total_steps), 0, time.perf_counter()
+
+    def evaluate() -> bool:
+        acc = accuracy(model, val_split, batch_size=cfg.eval_batch_size, device=device, precision=precision)
+        stats.val_accuracy.append(acc)
+        stats.eval_steps.append(step)
+        model.train()
+        log(f"step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f}): loss {stats.final_loss:.4f}, "
+            f"validation accuracy {acc:.4f}")
+        return bool(on_eval is not None and on_eval(step, step / steps_per_epoch, acc))
+
+    epoch, stop = 0, False
+    while step < total_steps and not stop:
         for batch in batches(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, extra=extra):
             index = batch.pop("index")
             batch = _to(batch, device)
@@ -147,14 +184,18 @@ def train(
             if pruner is not None:
                 pruner.on_step(step, total_steps)
             stats.final_loss = float(loss.detach().item())
-            if step >= total_steps:
+            stop = bool(on_step is not None and on_step(step, total_steps, step / steps_per_epoch))
+            if not stop and eval_every_steps and val_split is not None and (
+                    step % eval_every_steps == 0 or step >= total_steps):
+                stop = evaluate()
+            if stop or step >= total_steps:
                 break
         epoch += 1
-        if val_split is not None:
-            acc = accuracy(model, val_split, batch_size=cfg.eval_batch_size, device=device, precision=precision)
-            stats.val_accuracy.append(acc)
-            model.train()
-            log(f"epoch {epoch}: loss {stats.final_loss:.4f}, validation accuracy {acc:.4f}")
+        if not stop and not eval_every_steps and val_split is not None:
+            stop = evaluate()
     stats.steps, stats.epochs, stats.seconds = step, step / steps_per_epoch, time.perf_counter() - t0
+    if stop and step < total_steps:
+        stats.stopped_early, stats.stopped_at_step = True, step
+        log(f"stopped early after step {step} of {total_steps}")
     model.eval()
     return stats

@@ -8,7 +8,6 @@ can be run, tested and debugged on its own (`sweep trial config.yaml`). Measurin
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import time
 from typing import Callable
@@ -19,12 +18,10 @@ from filelock import FileLock
 from trainers.config import TrialConfig
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureResult, TrialResult
-from trainers.measure import track_emissions, track_memory
 from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory
 from trainers.precision import cpu_numerics, resolve_device, train_precision, unsupported_reason
-from trainers.pruning import load_pruned, make_pruner, pruning_summary, save_pruned
-from trainers.teacher import load_teacher_logits
-from trainers.train import batches, train
+from trainers.pruning import load_pruned, save_pruned
+from trainers.student_training import train_student
 
 Log = Callable[[str], None]
 
@@ -44,38 +41,24 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     check_labels(student, loaded.label_names, cfg.teacher_dir)
     timings["load_s"] = time.perf_counter() - t0
 
-    teacher_logits, live_teacher = None, None
-    if cfg.distill_alpha > 0:
-        if cfg.teacher_logits is not None:
-            teacher_logits = load_teacher_logits(cfg.teacher_logits, len(loaded.splits["train"]))
-        else:
-            live_teacher, _ = load_pruned(cfg.teacher_dir)
-            log("distillation: no cached teacher logits given; running the teacher forward on every batch")
-
-    pruner = make_pruner(student, cfg.pruning_ratio, cfg.pruning)
-    calib = list(itertools.islice(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed), 8))
-    pruner.prepare(student, calib)
-    precision = train_precision(cfg.precision)
     t1 = time.perf_counter()
-    with track_memory("train", device, sample_interval_s=0.05) as mem_train, \
-            track_emissions("train", cfg.measure) as em_train:
-        stats = train(
-            student, encoded["train"], cfg.training, device=device, precision=precision,
-            alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
-            teacher_logits=teacher_logits, teacher=live_teacher, pruner=pruner,
-            score_lr=cfg.pruning.scores_lr, val_split=encoded["validation"] if len(loaded.splits["validation"]) else None,
-            log=log,
-        )
-        plan = pruner.finalize(student)
-        if plan.refilled:
-            # Hybrid filled: the restored blocks change the function, so the kept heads retrain briefly.
-            log("hybrid filled: retraining 1 epoch after restoring partially pruned heads")
-            train(student, encoded["train"], cfg.training.model_copy(update={"epochs": 1}), device=device,
-                  precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
-                  teacher_logits=teacher_logits, teacher=live_teacher, log=log)
+    trained = train_student(cfg, student, tokenizer, loaded, encoded, device=device, log=log)
     timings["train_s"] = time.perf_counter() - t1
-    student.to("cpu").eval()
-    del live_teacher
+    stats = trained.stats
+    training_metrics = {**trained.metrics, "train_seconds": stats["seconds"], "train_steps": float(stats["steps"]),
+                        "train_loss_final": stats["final_loss"]}
+    if stats["val_accuracy"]:  # during training, at the training precision; val_accuracy is the deployed model's
+        training_metrics["train_val_accuracy_last_epoch"] = stats["val_accuracy"][-1]
+    precision = train_precision(cfg.precision)
+    shared = {"training_key": trained.key, "reused_training_of": trained.reused_from}
+    if trained.stopped_early:  # pruned on request: what it spent so far, nothing measured
+        result = TrialResult(metrics=training_metrics, tags={**trained.tags, "precision_train": precision, **numerics},
+                             params=_params(cfg), pruned=True, timings=timings, **shared)
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
+        log(f"stopped early at step {stats['stopped_at_step']} of {stats['total_steps']} (pruned)")
+        return result
+    student, plan = trained.student, trained.plan
 
     model_dir = None
     if cfg.save_model:
@@ -101,15 +84,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
                                      val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
-    metrics = dict(measured.metrics)
-    metrics.update(mem_train.metrics())
-    metrics.update(em_train.metrics())
-    metrics["train_seconds"] = stats.seconds
-    metrics["train_steps"] = float(stats.steps)
-    metrics["train_loss_final"] = stats.final_loss
-    if stats.val_accuracy:  # during training, at the training precision; val_accuracy is the deployed model's
-        metrics["train_val_accuracy_last_epoch"] = stats.val_accuracy[-1]
-    summary = pruning_summary(student, plan)
+    metrics = {**measured.metrics, **training_metrics}
+    summary = trained.summary
     for key in ("target_ratio", "achieved_ratio", "params_total_before", "params_total_after",
                 "params_encoder_before", "params_encoder_after"):
         metrics[f"pruning_{key}"] = float(summary[key])
@@ -117,19 +93,22 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         metrics[f"pruning_heads_layer{i}"] = float(heads)
         metrics[f"pruning_ffn_width_layer{i}"] = float(ffn)
 
-    tags = {**measured.tags, **mem_train.tags(), **em_train.tags(),
+    tags = {**measured.tags, **trained.tags,
             "precision_train": precision, "precision_measured": cfg.precision,
             "pruning_method": cfg.pruning.method, **numerics}
     result = TrialResult(
         metrics=metrics, tags=tags,
-        params={"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
-                "distill_alpha": cfg.distill_alpha, "precision": cfg.precision},
-        per_class_f1=measured.per_class_f1, val_per_class_f1=measured.val_per_class_f1,
-        pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings,
+        params=_params(cfg), per_class_f1=measured.per_class_f1, val_per_class_f1=measured.val_per_class_f1,
+        pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings, **shared,
     )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+def _params(cfg: TrialConfig) -> dict:
+    return {"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
+            "distill_alpha": cfg.distill_alpha, "precision": cfg.precision}
 
 
 def _compression(cfg: TrialConfig) -> dict:

@@ -1,0 +1,260 @@
+"""What a compression study costs with `sweep` versus the script a user writes without it.
+
+    python benchmarks/sweep_cost.py [--sweep sweeps/demo.yaml] [--trials 8] [--root DIR]
+                                    [--skip-plain] [--early-stopping-trials 12]
+
+Side by side in one run, on the same machine, the same data split and the same grid points:
+
+  (a) plain   a plain Optuna + transformers script: every trial fine-tunes the teacher (MiniLM) from
+              the pretrained encoder, then prunes attention heads by weight magnitude
+              (`model.prune_heads`), distils from the live teacher, trains the student and measures
+              validation accuracy and batch-1 latency. What one writes without a teacher cache,
+              shared trainings or a logits cache.
+  (b) sweep   `sweep launch` on a copy of the sweep file with the same points (n_trials = --trials).
+
+Printed: trainings run (teacher fine-tunes + student trainings), wall time of each, the ratio (a)/(b),
+the demo grid's points / folded points / distinct trainings (from `sweep check`), and, with
+--early-stopping-trials N, a random-sampler study of N trials run with `pruner: none` and with
+`pruner: median`: total training steps, the ratio, and the best trial's validation accuracy in each.
+The data split is the project's loader (the same rows in (a) and (b)); everything else in (a) is
+plain torch/transformers/Optuna.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- (a) the plain script ----------------------------------------------------------------------
+
+def plain_study(spec_path: Path, points: list[dict]) -> dict:
+    """Run `points` the way a user would without `sweep`: one Optuna trial = fine-tune + compress + measure."""
+    import optuna
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainers.data import DataConfig, load_data
+    from trainers.models import resolve_model_ref
+
+    doc = yaml.safe_load(spec_path.read_text())
+    model_ref = resolve_model_ref(doc["teacher"]["model"], spec_path.parent)
+    loaded = load_data(DataConfig.model_validate(doc["data"]), spec_path.parent)
+    tok = AutoTokenizer.from_pretrained(model_ref)
+    max_len = doc["training"].get("max_seq_len", 128)
+
+    def encode(split):
+        enc = tok(list(split.texts), truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"], torch.tensor(split.labels)
+
+    train_x, val_x = encode(loaded.splits["train"]), encode(loaded.splits["validation"])
+    n_labels = len(loaded.label_names)
+    counts = {"teacher_fine_tunes": 0, "student_trainings": 0, "train_steps": 0}
+
+    def fit(model, epochs, batch, lr, teacher=None, alpha=0.0, temperature=1.0, dtype=None):
+        ids, mask, labels = train_x
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        for epoch in range(int(math.ceil(epochs))):
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(epoch))
+            for i in range(0, len(labels), batch):
+                idx = order[i:i + batch]
+                with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                    logits = model(input_ids=ids[idx], attention_mask=mask[idx]).logits.float()
+                loss = F.cross_entropy(logits, labels[idx])
+                if teacher is not None and alpha > 0:
+                    with torch.no_grad():
+                        soft = teacher(input_ids=ids[idx], attention_mask=mask[idx]).logits
+                    kl = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(soft / temperature, -1),
+                                  log_target=True, reduction="batchmean")
+                    loss = alpha * temperature ** 2 * kl + (1 - alpha) * loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                counts["train_steps"] += 1
+        model.eval()
+
+    @torch.no_grad()
+    def val_accuracy(model, dtype=None):
+        ids, mask, labels = val_x
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+        return float((pred == labels).float().mean())
+
+    @torch.no_grad()
+    def latency_ms(model, dtype=None):
+        ids, mask, _ = val_x
+        times = []
+        for i in range(25):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                model(input_ids=ids[i:i + 1], attention_mask=mask[i:i + 1])
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times[5:])
+
+    def objective(trial: optuna.Trial):
+        ratio = trial.suggest_categorical("pruning_ratio", sorted({p["pruning_ratio"] for p in points}))
+        temperature = trial.suggest_categorical("distill_temperature", sorted({p["distill_temperature"] for p in points}))
+        alpha = trial.suggest_categorical("distill_alpha", sorted({p["distill_alpha"] for p in points}))
+        precision = trial.suggest_categorical("precision", sorted({p["precision"] for p in points}))
+        torch.manual_seed(0)
+        teacher = AutoModelForSequenceClassification.from_pretrained(model_ref, num_labels=n_labels)
+        t = doc["teacher"]
+        fit(teacher, t["epochs"], t["batch_size"], t["learning_rate"])
+        counts["teacher_fine_tunes"] += 1
+        student = copy.deepcopy(teacher)
+        if ratio > 0:  # drop the lowest-magnitude heads, ratio of all heads
+            cfg = student.config
+            size = cfg.hidden_size // cfg.num_attention_heads
+            norms = []
+            for li, layer in enumerate(student.base_model.encoder.layer):
+                w = layer.attention.self.query.weight.view(cfg.num_attention_heads, size, -1)
+                norms += [(float(w[h].abs().sum()), li, h) for h in range(cfg.num_attention_heads)]
+            drop: dict[int, list[int]] = {}
+            for _, li, h in sorted(norms)[: int(round(ratio * len(norms)))]:
+                drop.setdefault(li, []).append(h)
+            student.prune_heads(drop)
+        dtype = torch.bfloat16 if precision == "bf16" else None
+        tr = doc["training"]
+        fit(student, tr["epochs"], tr["batch_size"], tr["learning_rate"], teacher=teacher, alpha=alpha,
+            temperature=temperature, dtype=dtype)
+        counts["student_trainings"] += 1
+        if precision == "int8":
+            student = torch.ao.quantization.quantize_dynamic(student, {torch.nn.Linear}, dtype=torch.qint8)
+        return val_accuracy(student, dtype), latency_ms(student, dtype)
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in points:
+        study.enqueue_trial(point)
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=len(points))
+    return {"wall_s": time.perf_counter() - t0, **counts,
+            "best_val_accuracy": max(t.values[0] for t in study.trials if t.values)}
+
+
+# --- (b) sweep ---------------------------------------------------------------------------------
+
+def sweep_copy(src: Path, dst_dir: Path, name: str, **overrides) -> Path:
+    doc = yaml.safe_load(src.read_text())
+    doc["name"] = name
+    for key in ("path", "train", "validation", "test"):
+        value = doc.get("data", {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            doc["data"][key] = str((src.parent / value).resolve())
+    for dotted, value in overrides.items():
+        node = doc
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = dst_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def sweep(*args: str, root: Path) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=root, capture_output=True, text=True,
+                          env=env)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return took, proc.stdout
+
+
+def study_trials(root: Path, name: str):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(root / "mlruns" / "optuna" / "studies.journal")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def sweep_trainings(root: Path, name: str) -> dict:
+    """Trainings and steps a sweep ran, from its trials' results (reused trainings are not counted twice)."""
+    trained, steps, reused = 0, 0.0, 0
+    for result in (root / "mlruns" / "trials" / name).glob("trial-*/result.json"):
+        doc = json.loads(result.read_text())
+        if doc.get("tags", {}).get("sweep.reused_training_of") or doc.get("reused_training_of") is not None:
+            reused += 1
+            continue
+        trained += 1
+        steps += doc.get("metrics", {}).get("train_steps", 0.0)
+    return {"student_trainings": trained, "reused": reused, "train_steps": steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep", type=Path, default=REPO / "sweeps" / "demo.yaml")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--root", type=Path, default=None, help="working folder (default: a fresh temporary one)")
+    ap.add_argument("--skip-plain", action="store_true", help="only the sweep side (no plain-script comparison)")
+    ap.add_argument("--early-stopping-trials", type=int, default=0, help="N > 0: pruner none vs median on N random trials")
+    args = ap.parse_args()
+    root = args.root or Path(tempfile.mkdtemp(prefix="sweep-cost-"))
+    root.mkdir(parents=True, exist_ok=True)
+    src = args.sweep.resolve()
+    print(f"working folder {root}; sweep file {src}; {os.cpu_count()} CPU cores visible")
+
+    # The demo grid's cost structure, from `sweep check` (writes nothing).
+    _, out = sweep("check", str(sweep_copy(src, root, "cost-check", **{"budget.n_trials": None})), root=root)
+    print("\n".join(l for l in out.splitlines() if "grid" in l or "training" in l or "estimate" in l))
+
+    name = f"cost-{time.strftime('%H%M%S')}"
+    path = sweep_copy(src, root, name, **{"budget.n_trials": args.trials})
+    sweep_s, _ = sweep("launch", str(path), root=root)
+    ours = sweep_trainings(root, name)
+    points = [dict(t.params) for t in study_trials(root, name) if t.params]
+    print(f"(b) sweep launch: {len(points)} trials, 1 teacher fine-tune (cached after the first launch), "
+          f"{ours['student_trainings']} student trainings ({ours['reused']} reused), wall {sweep_s:.0f} s")
+    if not args.skip_plain:
+        plain = plain_study(src, points)
+        print(f"(a) plain script: {len(points)} trials, {plain['teacher_fine_tunes']} teacher fine-tunes, "
+              f"{plain['student_trainings']} student trainings, wall {plain['wall_s']:.0f} s")
+        print(f"ratio (a)/(b) wall time: {plain['wall_s'] / sweep_s:.2f}x; trainings "
+              f"{plain['teacher_fine_tunes'] + plain['student_trainings']} vs {1 + ours['student_trainings']}")
+
+    if args.early_stopping_trials:
+        results = {}
+        for pruner in ("none", "median"):
+            es_name = f"{name}-es-{pruner}"
+            p = sweep_copy(src, root, es_name, **{"budget.n_trials": args.early_stopping_trials,
+                                                  "sampler": {"type": "random", "seed": 0},
+                                                  "search_space.distill_temperature": {"low": 1.0, "high": 6.0},
+                                                  "search_space.distill_alpha": {"low": 0.0, "high": 0.9},
+                                                  "search_space.pruning_ratio": {"low": 0.0, "high": 0.7},
+                                                  "pruner": {"type": pruner, "n_startup_trials": 4},
+                                                  "training.eval_every_steps": 10})
+            secs, _ = sweep("launch", str(p), root=root)
+            trials = study_trials(root, es_name)
+            steps = sum(json.loads(f.read_text()).get("metrics", {}).get("train_steps", 0.0)
+                        for f in (root / "mlruns" / "trials" / es_name).glob("trial-*/result.json"))
+            done = [t for t in trials if t.state.name == "COMPLETE"]
+            best = max(done, key=lambda t: t.values[0]) if done else None
+            results[pruner] = steps
+            print(f"pruner {pruner}: {len(trials)} trials ({sum(t.state.name == 'PRUNED' for t in trials)} pruned), "
+                  f"{steps:.0f} training steps, wall {secs:.0f} s, best val_accuracy "
+                  f"{best.values[0] if best else float('nan'):.4f} (trial {best.number if best else '-'})")
+        if results.get("none"):
+            print(f"early stopping: training steps cut by {100 * (1 - results['median'] / results['none']):.0f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Early stopping with Optuna's own pruners, for multi-objective studies too.
+
+Optuna's `Trial.report()` / `should_prune()` are not supported on multi-objective studies, so each
+sweep has a single-objective companion study in the same storage, `<study>.early-stopping`
+(direction maximize on validation accuracy, `val_accuracy`). Every trial of the sweep gets a twin trial there; the
+orchestrator reports the worker's per-evaluation validation accuracy to the twin (step = optimiser
+step) and asks the pruner whether to stop. The companion study holds nothing but these curves.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+import optuna
+from optuna.trial import TrialState
+from pydantic import BaseModel, ConfigDict, Field
+
+
+SUFFIX = ".early-stopping"
+
+
+class PrunerConfig(BaseModel):
+    """`pruner:` in a sweep file: which Optuna pruner stops losing trials early (on validation accuracy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    n_startup_trials: int = Field(4, ge=0, description="median: trials that finish before any is pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="median: steps of a trial before it can be pruned")
+    min_resource: Union[int, Literal["auto"]] = Field(
+        "auto", description="successive_halving/hyperband: steps before the first rung")
+    max_resource: Union[int, Literal["auto"]] = Field("auto", description="hyperband: steps of a full training")
+    reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: keep 1/reduction_factor per rung")
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none"
+
+
+def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
+    if cfg.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+    if cfg.type == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.min_resource,
+                                                      reduction_factor=cfg.reduction_factor)
+    if cfg.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1 if cfg.min_resource == "auto" else cfg.min_resource,
+                                              max_resource=cfg.max_resource, reduction_factor=cfg.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def companion_name(study_name: str) -> str:
+    return study_name + SUFFIX
+
+
+def is_companion(study_name: str) -> bool:
+    return study_name.endswith(SUFFIX)
+
+
+class EarlyStopping:
+    """The companion study of one sweep (opened by every worker of the sweep)."""
+
+    def __init__(self, storage, study_name: str, cfg: PrunerConfig):
+        self.cfg = cfg
+        self.study = optuna.create_study(study_name=companion_name(study_name), storage=storage, direction="maximize",
+                                         pruner=make_pruner(cfg), load_if_exists=True)
+
+    def twin(self, main_trial_number: int) -> "Twin":
+        trial = self.study.ask()
+        trial.set_user_attr("main_trial", main_trial_number)
+        return Twin(self.study, trial)
+
+
+class Twin:
+    """One trial's stand-in in the companion study: reported to while it trains, told how it ended."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial):
+        self.study, self.trial = study, trial
+        self.last_step: int | None = None
+        self.last_value: float | None = None
+        self.finished = False
+
+    def report(self, step: int, val_accuracy: float) -> bool:
+        """Report one evaluation; True when the pruner says stop. Repeated steps are ignored."""
+        if self.finished or (self.last_step is not None and step <= self.last_step):
+            return False
+        self.trial.report(float(val_accuracy), step)
+        self.last_step, self.last_value = step, float(val_accuracy)
+        return self.trial.should_prune()
+
+    def complete(self, val_accuracy: float | None) -> None:
+        value = val_accuracy if val_accuracy is not None else self.last_value
+        self._tell(TrialState.COMPLETE if value is not None else TrialState.FAIL, value)
+
+    def pruned(self) -> None:
+        self._tell(TrialState.PRUNED, None)
+
+    def failed(self) -> None:
+        self._tell(TrialState.FAIL, None)
+
+    def _tell(self, state: TrialState, value: float | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.study.tell(self.trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
