@@ -246,14 +246,16 @@ class BlockMovementPruner:
         """Masks, kept heads and kept neurons after hybrid filling, calibrated to the target ratio.
 
         From the block TopK at the target: heads with no surviving block go, heads with any stay whole;
-        filling keeps more weights than the blocks did, so the heads and neurons with the lowest score per
-        weight (mean block score for a head) go next until the physical ratio is on target.
+        filling keeps more weights than the blocks did, so more heads and neurons go until the physical
+        ratio is on target, lowest score per weight removed first: a unit's value is the margin above the
+        TopK threshold of what survives in it (a neuron: its score; a head: its surviving blocks, each
+        weighted by its size), divided by the weights that removing it frees.
         """
         blocks = self._block_topk(self.ratio)
         d = self.dims
         heads = torch.stack([self._head_blocks(m).any(1) for m in blocks]).cpu()
         ffn = torch.stack([m["ffn"] for m in blocks]).cpu()
-        head_keys, neuron_keys = self._head_scores(), self._neuron_scores()
+        head_keys, neuron_keys = self._margins(blocks)
         for i in range(d.num_layers):  # the plan keeps at least one head and one neuron per layer
             if not heads[i].any():
                 heads[i, head_keys[i].argmax()] = True
@@ -289,6 +291,18 @@ class BlockMovementPruner:
             layer["ffn"] = f.to(s["ffn"].device)
             masks.append(layer)
         return masks, list(heads), list(ffn)
+
+    def _margins(self, blocks: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[L, H] and [L, F] value per weight of each head and neuron under the block masks `blocks`."""
+        masked = [s[n].detach()[~m[n]] for s, m in zip(self.scores, blocks) for n in m]
+        masked = torch.cat([t.flatten() for t in masked])
+        threshold = masked.max() if masked.numel() else min(s[n].detach().min() for s in self.scores for n in s)
+        heads, neurons = [], []
+        for s, m in zip(self.scores, blocks):
+            margin = {n: (s[n].detach() - threshold).clamp(min=0) * m[n] for n in m}
+            heads.append(self._head_blocks(margin).sum(1) * (self.bh * self.bd) / self.dims.head_weights)
+            neurons.append(margin["ffn"])
+        return torch.stack(heads).cpu(), torch.stack(neurons).cpu()
 
     def _head_masks(self, heads: list, ffn: list) -> list[dict[str, torch.Tensor]]:
         masks = []
