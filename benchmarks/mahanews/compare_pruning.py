@@ -157,13 +157,16 @@ def mean_std(xs: list[float]) -> str:
 def table(rows: list[dict], speedups: dict) -> str:
     out = ["| method | ratio | distillation | val acc % (mean ± std) | test acc % (mean ± std) | achieved ratio "
            "| heads / FFN removed | CPU speed-up | runs |", "|---|---|---|---|---|---|---|---|---|"]
+    dense_method = next((m for m in METHODS if any(r["ratio"] == 0 and r["method"] == m for r in rows)), None)
+    rows = [r for r in rows if r["ratio"] > 0 or r["method"] == dense_method]  # ratio 0: the same dense student
     keys = sorted({(r["ratio"], r["kd"], r["method"]) for r in rows},
                   key=lambda k: (k[0], list(KD).index(k[1]), list(METHODS).index(k[2])))
     for ratio, kd, method in keys:
         g = [r for r in rows if (r["ratio"], r["kd"], r["method"]) == (ratio, kd, method)]
         sp = speedups.get(f"{method}|{ratio}")
+        label = "dense student (no pruning)" if ratio == 0 else method
         out.append(
-            f"| {method} | {ratio:.2f} | {kd} | {mean_std([r['val_accuracy'] for r in g])} "
+            f"| {label} | {ratio:.2f} | {kd} | {mean_std([r['val_accuracy'] for r in g])} "
             f"| {mean_std([r['test_accuracy'] for r in g])} | {statistics.mean(r['achieved_ratio'] for r in g):.3f} "
             f"| {statistics.mean(r['heads_removed'] for r in g):.2f} / {statistics.mean(r['ffn_removed'] for r in g):.2f} "
             f"| {f'{sp:.2f}x' if sp else '-'} | {len(g)} |"
@@ -181,9 +184,9 @@ def main() -> None:
     parser.add_argument("--max-seq-len", type=int, default=16, help="student tokens per text")
     parser.add_argument("--teacher-seq-len", type=int, default=32, help="teacher tokens per text (its logits)")
     parser.add_argument("--layers", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=5e-4, help="student learning rate")
+    parser.add_argument("--lr", type=float, default=1e-3, help="student learning rate")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--teacher-epochs", type=float, default=3)
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "compare_pruning")
