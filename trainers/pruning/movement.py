@@ -13,16 +13,18 @@ parametrizations and the FFN masks forward hooks, so state-dict keys change only
 `finalize` removes them and physically prunes.
 
 granularity 'block' (default)
-  topk       one global budget over blocks and neurons, ranked by score: the schedule's ratio of the
-             encoder's weights is removed *after* hybrid filling. Units are heads (key: their best
-             block) and neurons, so a head goes only when its best block ranks among the removed;
-             blocks of kept heads that score under the same threshold are masked as blocks.
-  threshold  the paper's: keep blocks and neurons with sigmoid(S) > threshold, L1 on sigmoid(S);
-             at the end the threshold is calibrated so the target ratio is removed (same selection
-             as topk on the final scores), so different targets give different plans.
+  topk       one global TopK over all attention blocks and FFN neurons, ranked by score, each unit
+             counting its own weights, masks the schedule's fraction of the encoder's weights: how much
+             attention and FFN lose follows from the scores. During the final phase (and at finalize)
+             the masks are the final structure: the hybrid-filled selection below, at the target.
+  threshold  the paper's: keep blocks and neurons with sigmoid(S) > threshold, L1 on sigmoid(S); at
+             finalize the same final selection as topk on the final scores, so the target ratio is
+             removed and different targets give different plans (`plan.refilled`: retrain).
   finalize   hybrid filled: heads with no surviving block are removed, heads with any are kept whole
              (their masked blocks restored: `plan.refilled`, the trial retrains once), masked FFN
-             neurons removed. With hybrid_filled=False the masked blocks stay zero instead.
+             neurons removed. Filling keeps more weights than the blocks did, so more heads/neurons go
+             until the physical ratio is on target (lowest surviving score margin per weight freed
+             first). With hybrid_filled=False the masked blocks of kept heads stay zero instead.
 granularity 'head' (earlier behaviour, for comparison): whole heads from their mean block score, and
   attention / FFN lose the same fraction (`select_plan`).
 """
