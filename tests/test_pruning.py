@@ -22,20 +22,20 @@ from trainers.pruning import (
     pruning_summary,
     save_pruned,
 )
-from trainers.pruning.movement import BlockMovementPruner, cubic_progress
+from trainers.pruning.movement import ATTENTION, BlockMovementPruner, cubic_progress
 from trainers.pruning.plan import encoder_layers
 
 TINY = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2, vocab_size=100,
             num_labels=3, initializer_range=0.3)  # large init so that masking visibly changes the logits
 
 
-def tiny_bert(seed: int = 0, **overrides) -> BertForSequenceClassification:
+def tiny_bert(seed: int = 0, zero_bias: bool = False, **overrides) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     model = BertForSequenceClassification(BertConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():  # trained models have non-zero biases; masked units get score gradient through them
+    with torch.no_grad():  # trained models have non-zero biases; zero_bias=True is the hard case for gradients
         for name, p in model.named_parameters():
             if name.endswith("bias"):
-                p.normal_(0.0, 0.3)
+                p.zero_() if zero_bias else p.normal_(0.0, 0.3)
     return model
 
 
@@ -77,41 +77,68 @@ def masks(pruner: BlockMovementPruner) -> list[torch.Tensor]:
 # ---- movement pruning -----------------------------------------------------------------------------
 
 
-def test_scores_get_straight_through_movement_gradient():
-    model = tiny_bert()
-    pruner = make_pruner(model, 0.5, PruningConfig(block_size=4))
+ENCODER = 2 * (4 * 32 * 32 + 2 * 32 * 64)  # prunable weights of TINY: 2 layers x (4 heads + 64 neurons)
+
+
+def scored_pruner(model, ratio: float, seed: int = 3, **cfg) -> BlockMovementPruner:
+    """A prepared block pruner with random scores, masks at the final ratio (as after training)."""
+    pruner = make_pruner(model, ratio, PruningConfig(**{"block_size": 4, "warmup_fraction": 0.0,
+                                                        "final_fraction": 0.0, **cfg}))
     pruner.prepare(model, None)
-    pruner.on_step(10, 10)  # final ratio: half the heads/neurons masked
+    torch.manual_seed(seed)
+    for s in pruner.score_parameters():
+        s.data.normal_()
+    pruner.on_step(1, 1)
+    return pruner
+
+
+def block_sum(t: torch.Tensor, name: str, r: int, c: int) -> torch.Tensor:
+    """Sum of a 4x4 weight block at block position (r, c) of the score tensor (O's scores are transposed)."""
+    return t[r * 4 : r * 4 + 4, c * 4 : c * 4 + 4].sum()
+
+
+def test_masked_blocks_get_movement_gradient_with_zero_biases():
+    model = tiny_bert(zero_bias=True)
+    pruner = scored_pruner(model, 0.4)
     model(**batch()).loss.backward()
     layer = encoder_layers(model)[0]
-    inter = layer.intermediate.dense.parametrizations.weight.original
-    out = layer.output.dense.parametrizations.weight.original
-    keep = pruner.keep[0]["ffn"]
-    # kept neuron: W.grad = dL/dW' (mask 1), so dL/dS = sum over its row and column of W * dL/dW'
-    expected = (inter * inter.grad).sum(1) + (out * out.grad).sum(0)
-    s_grad = pruner.scores[0]["ffn"].grad
-    torch.testing.assert_close(s_grad[keep], expected[keep], rtol=1e-4, atol=1e-7)
-    # masked neurons get no weight gradient but still a score gradient, so they can come back
-    assert inter.grad[~keep].abs().max() == 0
-    assert s_grad[~keep].abs().max() > 0
-    # attention blocks of a kept head: the block sum of W * dL/dW'
-    q = layer.attention.self.query.parametrizations.weight.original
-    qs = pruner.scores[0]["query"]
-    kept_row = int(pruner.keep[0]["query"][:, 0].nonzero()[0])
-    block = (q * q.grad)[kept_row * 4 : kept_row * 4 + 4, 0:4].sum()
-    torch.testing.assert_close(qs.grad[kept_row, 0], block, rtol=1e-4, atol=1e-7)
+    lin = {"query": layer.attention.self.query, "key": layer.attention.self.key,
+           "value": layer.attention.self.value, "attn_out": layer.attention.output.dense}
+    keep, scores = pruner.keep[0], pruner.scores[0]
+    head_rows = torch.arange(4).repeat_interleave(2)  # 8 rows of 4 = 4 heads x 2 row blocks
+    for name, linear in lin.items():
+        w = linear.parametrizations.weight.original
+        k = keep[name] if name != "attn_out" else keep[name].T  # [row blocks of a head, hidden blocks]
+        grad = scores[name].grad if name != "attn_out" else scores[name].grad.T
+        kept_head_rows = k.any(1).reshape(4, 2).any(1)[head_rows]
+        masked = (~k) & kept_head_rows[:, None]  # masked blocks of heads that survive
+        assert masked.any() and k.any(), name
+        # STE: a kept block's score gradient is the block sum of W * dL/dW' (W.grad = dL/dW' where kept)
+        wg = w * w.grad if name != "attn_out" else (w * w.grad).T
+        r, c = k.nonzero()[0].tolist()
+        torch.testing.assert_close(grad[r, c], block_sum(wg, name, r, c), rtol=1e-4, atol=1e-8)
+        assert wg[masked.repeat_interleave(4, 0).repeat_interleave(4, 1)].abs().max() == 0  # weights frozen
+        assert grad[masked].abs().min() > 0, f"{name}: a masked block of a kept head got no score gradient"
+    # FFN: the mask acts on the activation, so masked neurons still see their would-be contribution
+    ffn_keep, ffn_grad = keep["ffn"], scores["ffn"].grad
+    assert (~ffn_keep).any() and ffn_keep.any()
+    assert ffn_grad[~ffn_keep].abs().min() > 0
+    inter = layer.intermediate.dense.weight
+    assert inter.grad[~ffn_keep].abs().max() == 0  # masked neurons' weights do not train
+    out = layer.output.dense.weight
+    torch.testing.assert_close(ffn_grad[ffn_keep], (out * out.grad).sum(0)[ffn_keep], rtol=1e-4, atol=1e-8)
 
 
-def test_scores_move_and_change_the_mask_during_training():
-    model = tiny_bert()
-    pruner = make_pruner(model, 0.5, PruningConfig(block_size="head"))
+def test_masked_blocks_come_back_during_training():
+    model = tiny_bert(zero_bias=True)
+    pruner = make_pruner(model, 0.5, PruningConfig(block_size=4, warmup_fraction=0.0, final_fraction=0.0))
     pruner.prepare(model, None)
-    pruner.on_step(100, 100)
+    pruner.on_step(1, 1)
     before = masks(pruner)
     train(model, pruner, steps=15, total=15)
     after = masks(pruner)
-    assert any(s.abs().max() > 0 for s in pruner.score_parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    revived = sum(int((a & ~b).sum()) for a, b in zip(after, before))
+    assert revived > 0  # blocks/neurons masked at the start were unmasked by their own scores
     # scores are not model parameters (the loop's model group and grad clipping must not see them)
     model_ids = {id(p) for p in model.parameters()}
     assert not any(id(s) in model_ids for s in pruner.score_parameters())
@@ -119,62 +146,113 @@ def test_scores_move_and_change_the_mask_during_training():
 
 @pytest.mark.parametrize("mode", ["topk", "threshold"])
 def test_masked_and_physically_pruned_models_agree(mode):
-    model = tiny_bert()
+    """Hybrid filling off: the final masks baked in, then physical removal, must not change the logits."""
+    model = tiny_bert(zero_bias=True)
     b = batch()
     dense = logits(model, b)
-    cfg = PruningConfig(mode=mode, block_size=4, final_threshold=0.5, warmup_fraction=0.0, final_fraction=0.0)
-    pruner = make_pruner(model, 0.5, cfg)
-    pruner.prepare(model, None)
-    torch.manual_seed(3)
-    for s in pruner.score_parameters():
-        s.data.normal_()
-    pruner.on_step(1, 1)
+    pruner = scored_pruner(model, 0.5, mode=mode, hybrid_filled=False, final_threshold=0.5)
+    if mode == "threshold":  # the calibrated final masks: what finalize bakes in
+        pruner.keep = pruner._final_masks()[0]
     masked = logits(model, b)
     plan = pruner.finalize(model)
     pruned = logits(model, b)
     assert (masked - dense).abs().max() > 1e-2  # the mask really acted
     torch.testing.assert_close(pruned, masked, atol=1e-4, rtol=0)
-    assert plan.achieved_ratio() > 0.1
-    assert encoder_weight_count(model) == round((1 - plan.achieved_ratio()) * 2 * (4 * 32 * 32 + 2 * 32 * 64))
-    # a plain HF model again: no parametrizations, the original state-dict keys
+    assert any(len(lp.heads) < 4 for lp in plan.layers) and abs(plan.achieved_ratio() - 0.5) <= 0.01
+    assert encoder_weight_count(model) == round((1 - plan.achieved_ratio()) * ENCODER)
+    assert plan.refilled == (mode == "threshold")  # threshold: calibration moved the masks, so retrain
+    # a plain HF model again: no parametrizations, no hooks, the original state-dict keys
     assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert not any(m._forward_hooks for m in model.modules())
     assert set(model.state_dict()) == set(tiny_bert().state_dict())
 
 
-def test_threshold_removes_head_with_masked_value_and_folds_its_bias():
+def test_hybrid_filled_keeps_heads_with_any_block_whole():
     model = tiny_bert()
-    b = batch()
-    cfg = PruningConfig(mode="threshold", block_size="head", final_threshold=0.5, warmup_fraction=0.0,
-                        final_fraction=0.0)
-    pruner = make_pruner(model, 0.25, cfg)
+    pruner = make_pruner(model, 0.25, PruningConfig(block_size=4, warmup_fraction=0.0, final_fraction=0.0))
     pruner.prepare(model, None)
     for s in pruner.score_parameters():
-        s.data.fill_(5.0)  # keep everything ...
-    pruner.scores[0]["value"].data[2] = -5.0  # ... except head 2's V in layer 0 (its O stays)
+        s.data.fill_(-1.0)
+    layer0 = pruner.scores[0]
+    for name in ATTENTION:  # heads 0-2 of layer 0 and all of layer 1 rank above every neuron ...
+        layer0[name].data[...] = 3.0
+    pruner.scores[1]["query"].data[...] = 3.0
+    layer0["query"].data[6:8] = -5.0  # ... head 3 of layer 0: every block low ...
+    for name in ("key", "value"):
+        layer0[name].data[6:8] = -5.0
+    layer0["attn_out"].data[:, 6:8] = -5.0
+    layer0["value"].data[0, 0] = -5.0  # ... and one low V block inside head 0
+    for s in pruner.scores:
+        s["ffn"].data.copy_(torch.linspace(-2, 2, 64))
     pruner.on_step(1, 1)
-    masked = logits(model, b)
+    assert not pruner.keep[0]["value"][0, 0] and pruner.keep[0]["value"][1].all()
+    original_v = encoder_layers(model)[0].attention.self.value.parametrizations.weight.original.detach().clone()
     plan = pruner.finalize(model)
-    assert plan.layers[0].heads == [0, 1, 3] and plan.layers[1].heads == [0, 1, 2, 3]
-    torch.testing.assert_close(logits(model, b), masked, atol=1e-4, rtol=0)
-
-
-def test_threshold_mode_l1_penalty_prunes_and_hybrid_filled_restores_blocks():
-    model = tiny_bert()
-    cfg = PruningConfig(mode="threshold", block_size=4, l1_lambda=50.0, final_threshold=0.3, warmup_fraction=0.0,
-                        final_fraction=0.5, hybrid_filled=True)
-    pruner = make_pruner(model, 0.5, cfg)
-    pruner.prepare(model, None)
-    pruner.on_step(1, 40)
-    assert pruner.penalty() > 0
-    original_q = encoder_layers(model)[0].attention.self.query.parametrizations.weight.original.detach().clone()
-    train(model, pruner, steps=40, total=40, lr=0.0, scores_lr=0.2)  # weights frozen: only scores move
-    assert sum(int((~k).sum()) for k in masks(pruner)) > 0  # L1 pushed some sigmoid(S) under the threshold
-    plan = pruner.finalize(model)
-    assert plan.achieved_ratio() > 0
-    q = encoder_layers(model)[0].attention.self.query.weight
-    kept_rows = torch.cat([torch.arange(h * 8, h * 8 + 8) for h in plan.layers[0].heads])
-    torch.testing.assert_close(q, original_q[kept_rows])  # kept heads whole, pruned blocks refilled
+    assert plan.layers[0].heads == [0, 1, 2] and plan.layers[1].heads == [0, 1, 2, 3]
+    v = encoder_layers(model)[0].attention.self.value.weight
+    torch.testing.assert_close(v, original_v[:24])  # head 0 kept whole: its masked block restored
     assert plan.refilled and pruning_summary(model, plan)["needs_retraining"]
+    assert abs(plan.achieved_ratio() - 0.25) <= 0.01  # head 3 + the lowest neurons
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.75])
+@pytest.mark.parametrize("mode", ["topk", "threshold"])
+def test_block_movement_hits_the_ratio_within_one_point_after_filling(ratio, mode):
+    model = tiny_bert(zero_bias=True)
+    pruner = make_pruner(model, ratio, PruningConfig(block_size=4, mode=mode, final_threshold=0.3))
+    pruner.prepare(model, None)
+    train(model, pruner, steps=6, total=6)
+    plan = pruner.finalize(model)
+    measured = 1 - encoder_weight_count(model) / ENCODER
+    assert measured == pytest.approx(plan.achieved_ratio())
+    assert abs(measured - ratio) <= 0.01, (ratio, measured)
+    logits(model, batch())  # still runs
+
+
+def test_threshold_mode_gives_different_plans_for_different_ratios():
+    plans = []
+    for ratio in (0.25, 0.5):
+        model = tiny_bert()
+        pruner = make_pruner(model, ratio, PruningConfig(mode="threshold", block_size=4, l1_lambda=5.0))
+        pruner.prepare(model, None)
+        train(model, pruner, steps=8, total=8)
+        plans.append(pruner.finalize(model))
+    assert plans[0].layers != plans[1].layers
+    assert abs(plans[0].achieved_ratio() - 0.25) <= 0.01 and abs(plans[1].achieved_ratio() - 0.5) <= 0.01
+
+
+@pytest.mark.parametrize("favoured", ["attention", "ffn"])
+def test_the_attention_ffn_split_follows_the_scores(favoured):
+    model = tiny_bert()
+    pruner = make_pruner(model, 0.4, PruningConfig(block_size=4))
+    pruner.prepare(model, None)
+    high, low = (ATTENTION, ("ffn",)) if favoured == "attention" else (("ffn",), ATTENTION)
+    torch.manual_seed(0)
+    for s in pruner.scores:
+        for name in high:
+            s[name].data.normal_(2.0, 0.1)
+        for name in low:
+            s[name].data.normal_(-2.0, 0.1)
+    plan = pruner.finalize(model)
+    heads_gone = 1 - sum(len(lp.heads) for lp in plan.layers) / 8
+    ffn_gone = 1 - sum(len(lp.ffn) for lp in plan.layers) / 128
+    assert abs(plan.achieved_ratio() - 0.4) <= 0.01
+    if favoured == "attention":
+        assert heads_gone == 0 and ffn_gone > 0.75
+    else:
+        assert heads_gone >= 0.75 and ffn_gone < 0.1
+
+
+def test_head_granularity_keeps_the_earlier_behaviour():
+    model = tiny_bert()
+    pruner = scored_pruner(model, 0.5, granularity="head")
+    for keep in pruner.keep:  # whole heads: every block of a head shares its mask
+        assert all(bool((k.reshape(4, -1) == k.reshape(4, -1)[:, :1]).all()) for k in (keep["query"], keep["value"]))
+    plan = pruner.finalize(model)
+    assert sum(len(lp.heads) for lp in plan.layers) == 4  # attention loses exactly the target fraction
+    assert abs(plan.achieved_ratio() - 0.5) <= 0.01 and not plan.refilled
+    with pytest.raises(ValueError, match="granularity 'head' supports mode 'topk' only"):
+        PruningConfig(granularity="head", mode="threshold")
 
 
 def test_cubic_schedule():

@@ -22,13 +22,21 @@ class PruningConfig(BaseModel):
     )
     mode: Literal["topk", "threshold"] = Field(
         "topk",
-        description="topk: head/neuron-level selection that hits the target ratio exactly; "
-        "threshold: the paper's sigmoid(score) > threshold with L1, the ratio is whatever l1_lambda yields",
+        description="topk: one global budget over attention blocks and FFN neurons, ranked by score, that "
+        "follows the cubic schedule to the target ratio; threshold: the paper's sigmoid(score) > threshold with "
+        "L1 during training, then the final threshold is calibrated so that the target ratio is removed",
+    )
+    granularity: Literal["block", "head"] = Field(
+        "block",
+        description="block_movement: 'block' = independent block masks in Q, K, V, O and neuron masks in the FFN, "
+        "hybrid filled at the end (Lagunas et al. 2021); 'head' = whole heads chosen from their mean block score "
+        "and attention/FFN forced to lose the same fraction (the earlier behaviour, topk only, for comparison)",
     )
     block_size: int | Literal["head"] = Field(
         32,
         description="side of the attention score blocks (paper: 32); 'head' = one block per head and matrix. "
-        "An int that does not divide the head size / hidden size falls back to the gcd with them",
+        "An int that does not divide the head size / hidden size falls back to the gcd with them (so 32 on a "
+        "model with 8-wide heads gives 8x32 blocks)",
     )
     ffn_round_to: int = Field(
         1, ge=1, description="round each layer's kept FFN width up to a multiple of this (8 helps CPU/GPU kernels)"
@@ -48,9 +56,10 @@ class PruningConfig(BaseModel):
         0.2, ge=0, lt=1, description="fraction of the last steps spent at the final ratio/threshold (masks settle)"
     )
     hybrid_filled: bool = Field(
-        False,
-        description="threshold mode: heads that keep some blocks are kept whole with their pruned blocks restored "
-        "(paper's 'hybrid filled'); this changes the function, so fine-tune again after finalize",
+        True,
+        description="granularity 'block': heads that keep any block are kept whole with their pruned blocks "
+        "restored (paper's 'hybrid filled'); this changes the function, so the trial fine-tunes again after "
+        "finalize. False: kept heads keep their pruned blocks as zeros (same function as the masked model)",
     )
     one_shot_importance: Literal["magnitude", "taylor"] = Field(
         "magnitude", description="one_shot: weight L2 norm, or first-order Taylor |sum W*grad| over calibration batches"
@@ -66,6 +75,9 @@ class PruningConfig(BaseModel):
             raise ValueError(
                 f"initial_threshold ({self.initial_threshold}) must not exceed final_threshold ({self.final_threshold})"
             )
+        if self.granularity == "head" and self.mode != "topk":
+            raise ValueError("granularity 'head' supports mode 'topk' only (it is kept for comparison); "
+                             f"got mode {self.mode!r}")
         if isinstance(self.block_size, int) and self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 or 'head', got {self.block_size}")
         return self

@@ -1,17 +1,32 @@
 """Block Movement Pruning (Lagunas et al. 2021) on BERT-like encoders.
 
-Each attention matrix (Q, K, V, O) gets one learned score per block of weights, each FFN neuron one
-score shared by its intermediate row and its output column. The forward pass multiplies weights by a
-binary mask computed from the scores; the backward pass treats the binarisation as identity
-(straight-through), so dL/dS = sum over the block of dL/dW' * W: scores grow for weights that move
-away from zero ("movement"). The masks are torch parametrizations, so state-dict keys change only
-while training; `finalize` removes them and physically prunes.
+Each attention matrix (Q, K, V, O) gets one learned score per block of weights (32x32 by default,
+blocks never straddle two heads), each FFN neuron one score for its intermediate row / output column
+pair. The forward pass multiplies each block of weights (each neuron's activation) by a binary mask
+computed from the scores; the backward pass treats the binarisation as identity (straight-through),
+so dL/dS = sum over the block of dL/dW' * W: scores grow for weights that move away from zero
+("movement"). Masks are independent per block, so a masked block of a head that still has other
+blocks keeps receiving gradient and can come back, also with zero biases. The FFN mask acts on the
+neuron's activation, so a masked neuron's score still sees its would-be contribution
+(dL/dS = activation * dL/d(masked activation)) and can come back too. Attention masks are torch
+parametrizations and the FFN masks forward hooks, so state-dict keys change only while training;
+`finalize` removes them and physically prunes.
 
-topk mode      masks whole heads (all their blocks) and FFN neurons chosen from the block scores
-               averaged per head, so the physical ratio after finalize equals the schedule's target.
-threshold mode the paper's: keep blocks with sigmoid(S) > threshold, L1 on sigmoid(S); a head is
-               removed when all its V blocks or all its O blocks are pruned, others stay (zero
-               blocks inside, or restored with `hybrid_filled`).
+granularity 'block' (default)
+  topk       one global TopK over all attention blocks and FFN neurons, ranked by score, each unit
+             counting its own weights, masks the schedule's fraction of the encoder's weights: how much
+             attention and FFN lose follows from the scores. During the final phase (and at finalize)
+             the masks are the final structure: the hybrid-filled selection below, at the target.
+  threshold  the paper's: keep blocks and neurons with sigmoid(S) > threshold, L1 on sigmoid(S); at
+             finalize the same final selection as topk on the final scores, so the target ratio is
+             removed and different targets give different plans (`plan.refilled`: retrain).
+  finalize   hybrid filled: heads with no surviving block are removed, heads with any are kept whole
+             (their masked blocks restored: `plan.refilled`, the trial retrains once), masked FFN
+             neurons removed. Filling keeps more weights than the blocks did, so more heads/neurons go
+             until the physical ratio is on target (lowest surviving score margin per weight freed
+             first). With hybrid_filled=False the masked blocks of kept heads stay zero instead.
+granularity 'head' (earlier behaviour, for comparison): whole heads from their mean block score, and
+  attention / FFN lose the same fraction (`select_plan`).
 """
 
 from __future__ import annotations
@@ -27,12 +42,12 @@ from torch.nn.utils import parametrize
 from trainers.pruning.config import PruningConfig
 from trainers.pruning.plan import (
     PruningPlan,
-    _head_rows,
     _plan,
     apply_plan,
     encoder_dims,
     encoder_layers,
     layer_linears,
+    remove_to_budget,
     round_up_kept,
     select_plan,
 )
@@ -84,6 +99,7 @@ class BlockMovementPruner:
         d = self.dims
         self.bh, self.bd = _block_sides(cfg, d.head_size, d.hidden_size)
         rows, cols = d.num_heads * d.head_size // self.bh, d.hidden_size // self.bd
+        self.blocks_per_head = d.head_size // self.bh
         device = next(model.parameters()).device
 
         def zeros(*shape: int) -> nn.Parameter:
@@ -98,6 +114,7 @@ class BlockMovementPruner:
         self.progress = 0.0  # position on the cubic schedule, 0..1
         self.keep: list[dict[str, torch.Tensor]] = []  # current binary masks, same shapes as scores
         self.model: nn.Module | None = None
+        self._hooks: list = []
 
     # ---- the Pruner protocol -------------------------------------------------------------------
 
@@ -107,8 +124,10 @@ class BlockMovementPruner:
         self.model = model
         self._refresh()
         for i, layer in enumerate(encoder_layers(model)):
-            for name, lin in layer_linears(layer).items():
-                parametrize.register_parametrization(lin, "weight", _BlockMask(partial(self._mask, i, name)))
+            lin = layer_linears(layer)
+            for name in ATTENTION:
+                parametrize.register_parametrization(lin[name], "weight", _BlockMask(partial(self._mask, i, name)))
+            self._hooks.append(layer.intermediate.register_forward_hook(partial(self._mask_neurons, i)))
 
     def score_parameters(self) -> list[nn.Parameter]:
         self._follow_device()
@@ -132,25 +151,28 @@ class BlockMovementPruner:
         return lam * kept / self.dims.total_weights
 
     def finalize(self, model: nn.Module) -> PruningPlan:
-        """Bake the final masks into the weights, drop the parametrizations, physically prune."""
+        """Final masks at the target ratio, baked into the weights (or filled), then physically pruned."""
         if self.model is None:
             raise RuntimeError("finalize() called before prepare()")
         self.progress = 1.0  # always prune to the final target, even if training stopped early
         self._refresh()
+        trained_masks = self.keep
         plan = self._final_plan()
-        keep_heads = [set(lp.heads) for lp in plan.layers]
+        changed = any(not torch.equal(a[n], b[n]) for a, b in zip(trained_masks, self.keep) for n in a)
+        fill = self.cfg.granularity == "block" and self.cfg.hybrid_filled
         with torch.no_grad():
-            for i, layer in enumerate(encoder_layers(model)):
+            for layer in encoder_layers(model):
                 lin = layer_linears(layer)
-                masked = {name: lin[name].weight.detach().clone() for name in lin}  # W * mask
-                for name in lin:
+                masked = {name: lin[name].weight.detach().clone() for name in ATTENTION}  # W * mask
+                for name in ATTENTION:
                     parametrize.remove_parametrizations(lin[name], "weight", leave_parametrized=False)
-                self._fold_value_bias(lin, masked, keep_heads[i])
-                for name in lin:
-                    if name in ATTENTION and self.cfg.hybrid_filled:
-                        continue  # kept heads get their pruned blocks back
-                    lin[name].weight.copy_(masked[name])
-        self.model = None
+                    if not fill:
+                        lin[name].weight.copy_(masked[name])
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks, self.model = [], None
+        refilled = fill and self._kept_heads_lost_blocks(plan)
+        plan = plan.model_copy(update={"refilled": refilled or changed})
         apply_plan(model, plan)
         return plan
 
@@ -158,14 +180,12 @@ class BlockMovementPruner:
 
     def _mask(self, layer: int, name: str) -> torch.Tensor:
         """Binary mask forward, identity backward: keep + S - S.detach()."""
-        s = self.scores[layer]["ffn" if name in ("intermediate", "output") else name]
-        keep = self.keep[layer]["ffn" if name in ("intermediate", "output") else name].to(s.device, s.dtype)
-        m = keep + s - s.detach()
-        if name == "intermediate":
-            return m[:, None]
-        if name == "output":
-            return m[None, :]
-        return m
+        s = self.scores[layer][name]
+        return self.keep[layer][name].to(s.device, s.dtype) + s - s.detach()
+
+    def _mask_neurons(self, layer: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        """FFN activations times the neuron mask (same straight-through estimator)."""
+        return output * self._mask(layer, "ffn").to(output.dtype)
 
     def _threshold(self) -> float:
         c = self.cfg
@@ -178,70 +198,143 @@ class BlockMovementPruner:
             return t.reshape(t.shape[0], h, -1).transpose(0, 1).reshape(h, -1)
         return t.reshape(h, -1)
 
+    def _head_blocks(self, layer: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[H, all blocks of the head over Q, K, V, O] of a per-layer dict of block tensors."""
+        return torch.cat([self._per_head(layer[n].detach(), n) for n in ATTENTION], dim=1)
+
     def _head_scores(self) -> torch.Tensor:
-        """[L, H] mean block score of each head over its Q, K, V rows and O columns."""
-        return torch.stack(
-            [torch.stack([self._per_head(s[n].detach(), n).mean(1) for n in ATTENTION]).mean(0) for s in self.scores]
-        )
+        """[L, H] mean block score of each head: its score per weight (all blocks have the same size)."""
+        return torch.stack([self._head_blocks(s).mean(1) for s in self.scores]).cpu()
 
     def _neuron_scores(self) -> torch.Tensor:
-        return torch.stack([s["ffn"].detach() for s in self.scores])
+        return torch.stack([s["ffn"].detach() for s in self.scores]).cpu()
 
     def _refresh(self) -> None:
         """Recompute the binary masks from the scores and the schedule (after every optimizer step)."""
-        if self.cfg.mode == "threshold":
+        if self.cfg.granularity == "head":
+            plan = select_plan(self._head_scores(), self._neuron_scores(), self.ratio * self.progress, self.dims,
+                               ffn_round_to=self.cfg.ffn_round_to)
+            self.keep = self._head_masks([lp.heads for lp in plan.layers], [lp.ffn for lp in plan.layers])
+        elif self.cfg.mode == "threshold":
             t = self._threshold()
             self.keep = [{n: torch.sigmoid(p.detach()) > t for n, p in s.items()} for s in self.scores]
-            return
-        ratio = self.ratio * self.progress
-        plan = select_plan(self._head_scores(), self._neuron_scores(), ratio, self.dims,
-                           ffn_round_to=self.cfg.ffn_round_to)
-        per_head = self.dims.head_size // self.bh
-        self.keep = []
-        for s, lp in zip(self.scores, plan.layers):
-            heads = torch.zeros(self.dims.num_heads, dtype=torch.bool)
-            heads[lp.heads] = True
-            rows = heads.repeat_interleave(per_head).to(s["query"].device)
-            ffn = torch.zeros(self.dims.intermediate_size, dtype=torch.bool, device=s["ffn"].device)
-            ffn[lp.ffn] = True
+        elif self.progress < 1.0:
+            self.keep = self._block_topk(self.ratio * self.progress)
+        else:  # the final phase trains the final structure (before filling)
+            self.keep = self._final_masks()[0]
+
+    def _block_topk(self, ratio: float) -> list[dict[str, torch.Tensor]]:
+        """One global TopK over all attention blocks and FFN neurons, each counting its own weights, so that
+        `ratio` of the encoder's weights are masked; each layer keeps its best block and its best neuron."""
+        names = (*ATTENTION, "ffn")
+        flat = [s[n].detach().flatten().cpu() for s in self.scores for n in names]
+        block, neuron = self.bh * self.bd, self.dims.neuron_weights
+        costs = torch.cat([torch.full_like(f, neuron if i % 5 == 4 else block) for i, f in enumerate(flat)])
+        removable = torch.ones(costs.numel(), dtype=torch.bool)
+        offset = 0
+        for i in range(len(self.scores)):
+            sizes = [flat[i * 5 + j].numel() for j in range(5)]
+            attention = torch.cat(flat[i * 5 : i * 5 + 4])
+            removable[offset + int(attention.argmax())] = False
+            removable[offset + sum(sizes[:4]) + int(flat[i * 5 + 4].argmax())] = False
+            offset += sum(sizes)
+        keep = ~remove_to_budget(torch.cat(flat), costs, removable, ratio * self.dims.total_weights)
+        masks, parts = [], iter(keep.split([f.numel() for f in flat]))
+        for s in self.scores:
+            masks.append({n: next(parts).view_as(s[n]).to(s[n].device) for n in names})
+        return masks
+
+    def _final_masks(self) -> tuple[list[dict[str, torch.Tensor]], list[torch.Tensor], list[torch.Tensor]]:
+        """Masks, kept heads and kept neurons after hybrid filling, calibrated to the target ratio.
+
+        From the block TopK at the target: heads with no surviving block go, heads with any stay whole;
+        filling keeps more weights than the blocks did, so more heads and neurons go until the physical
+        ratio is on target, lowest score per weight removed first: a unit's value is the margin above the
+        TopK threshold of what survives in it (a neuron: its score; a head: its surviving blocks, each
+        weighted by its size), divided by the weights that removing it frees.
+        """
+        blocks = self._block_topk(self.ratio)
+        d = self.dims
+        heads = torch.stack([self._head_blocks(m).any(1) for m in blocks]).cpu()
+        ffn = torch.stack([m["ffn"] for m in blocks]).cpu()
+        head_keys, neuron_keys = self._margins(blocks)
+        for i in range(d.num_layers):  # the plan keeps at least one head and one neuron per layer
+            if not heads[i].any():
+                heads[i, head_keys[i].argmax()] = True
+            if not ffn[i].any():
+                ffn[i, neuron_keys[i].argmax()] = True
+        kept = int(heads.sum()) * d.head_weights + int(ffn.sum()) * d.neuron_weights
+        still = kept - (1.0 - self.ratio) * d.total_weights
+        if still > 0:
+            removable = torch.cat([heads.flatten(), ffn.flatten()])
+            rows = torch.arange(d.num_layers)
+            best_head = torch.where(heads, head_keys, -torch.inf).argmax(1)
+            best_neuron = torch.where(ffn, neuron_keys, -torch.inf).argmax(1)
+            removable[rows * d.num_heads + best_head] = False
+            removable[heads.numel() + rows * d.intermediate_size + best_neuron] = False
+            costs = torch.cat([torch.full((heads.numel(),), float(d.head_weights)),
+                               torch.full((ffn.numel(),), float(d.neuron_weights))])
+            gone = remove_to_budget(torch.cat([head_keys.flatten(), neuron_keys.flatten()]), costs, removable, still)
+            heads &= ~gone[: heads.numel()].view_as(heads)
+            ffn &= ~gone[heads.numel():].view_as(ffn)
+        ffn = round_up_kept(ffn, neuron_keys, self.cfg.ffn_round_to)
+        masks = []
+        for s, m, h, f in zip(self.scores, blocks, heads, ffn):
+            best = self._head_blocks(s).max(1).values  # a kept head keeps at least its best block
+            layer = {}
+            for name in ATTENTION:
+                owner = torch.arange(d.num_heads).repeat_interleave(self.blocks_per_head).to(s[name].device)
+                kept_head, head_best = h.to(owner.device)[owner], best[owner]
+                if name == "attn_out":
+                    kept_head, head_best = kept_head[None, :], head_best[None, :]
+                else:
+                    kept_head, head_best = kept_head[:, None], head_best[:, None]
+                layer[name] = kept_head & (m[name] | (s[name].detach() >= head_best))
+            layer["ffn"] = f.to(s["ffn"].device)
+            masks.append(layer)
+        return masks, list(heads), list(ffn)
+
+    def _margins(self, blocks: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[L, H] and [L, F] value per weight of each head and neuron under the block masks `blocks`."""
+        masked = [s[n].detach()[~m[n]] for s, m in zip(self.scores, blocks) for n in m]
+        masked = torch.cat([t.flatten() for t in masked])
+        threshold = masked.max() if masked.numel() else min(s[n].detach().min() for s in self.scores for n in s)
+        heads, neurons = [], []
+        for s, m in zip(self.scores, blocks):
+            margin = {n: (s[n].detach() - threshold).clamp(min=0) * m[n] for n in m}
+            heads.append(self._head_blocks(margin).sum(1) * (self.bh * self.bd) / self.dims.head_weights)
+            neurons.append(margin["ffn"])
+        return torch.stack(heads).cpu(), torch.stack(neurons).cpu()
+
+    def _head_masks(self, heads: list, ffn: list) -> list[dict[str, torch.Tensor]]:
+        masks = []
+        for s, kept_heads, kept_ffn in zip(self.scores, heads, ffn):
+            h = torch.zeros(self.dims.num_heads, dtype=torch.bool)
+            h[kept_heads] = True
+            rows = h.repeat_interleave(self.blocks_per_head).to(s["query"].device)
+            f = torch.zeros(self.dims.intermediate_size, dtype=torch.bool, device=s["ffn"].device)
+            f[kept_ffn] = True
             block = rows[:, None].expand_as(s["query"])
-            self.keep.append({"query": block, "key": block, "value": block, "attn_out": block.T, "ffn": ffn})
+            masks.append({"query": block, "key": block, "value": block, "attn_out": block.T, "ffn": f})
+        return masks
 
     def _final_plan(self) -> PruningPlan:
-        method = f"block_movement/{self.cfg.mode}"
-        if self.cfg.mode == "topk":
+        """Sets self.keep to the final masks and returns the plan they imply."""
+        method = f"block_movement/{self.cfg.mode}/{self.cfg.granularity}"
+        if self.cfg.granularity == "head":
             return select_plan(self._head_scores(), self._neuron_scores(), self.ratio, self.dims,
                                ffn_round_to=self.cfg.ffn_round_to, method=method)
-        head_keep, ffn_keep, partial_heads = [], [], False
-        for keep, head_score, s in zip(self.keep, self._head_scores(), self.scores):
-            blocks = {n: self._per_head(keep[n], n).cpu() for n in ATTENTION}
-            heads = blocks["value"].any(1) & blocks["attn_out"].any(1)  # else the head adds at most a constant
-            if not heads.any():
-                heads[head_score.argmax()] = True
-            whole = torch.stack([b.all(1) for b in blocks.values()]).all(0)
-            partial_heads |= bool((heads & ~whole).any())
-            ffn = keep["ffn"].cpu().clone()
-            if not ffn.any():
-                ffn[s["ffn"].detach().argmax()] = True
-            head_keep.append(heads)
-            ffn_keep.append(ffn)
-        ffn_keep = round_up_kept(torch.stack(ffn_keep), self._neuron_scores().cpu(), self.cfg.ffn_round_to)
-        return _plan(self.dims, head_keep, list(ffn_keep), target_ratio=self.ratio, method=method,
-                     refilled=self.cfg.hybrid_filled and partial_heads)
+        # topk: what the final phase trained; threshold: the same selection on the final scores
+        self.keep, heads, ffn = self._final_masks()
+        return _plan(self.dims, heads, ffn, target_ratio=self.ratio, method=method)
 
-    def _fold_value_bias(self, lin: dict[str, nn.Linear], masked: dict[str, torch.Tensor], kept: set[int]) -> None:
-        """A removed head with all of V masked still adds O_h @ b_v,h (softmax rows sum to 1): into O's bias."""
-        v_bias, o_bias, d = lin["value"].bias, lin["attn_out"].bias, self.dims.head_size
-        if v_bias is None:
-            return
-        gone = [h for h in range(self.dims.num_heads) if h not in kept]
-        if not gone:
-            return
-        rows = _head_rows(gone, d).to(v_bias.device)
-        shift = masked["attn_out"][:, rows] @ v_bias[rows]
-        if o_bias is None:
-            raise ValueError("cannot fold a removed head's value bias: attention output layer has no bias")
-        o_bias.add_(shift)
+    def _kept_heads_lost_blocks(self, plan: PruningPlan) -> bool:
+        """Did hybrid filling restore any block (a kept head with a masked block)?"""
+        for keep, lp in zip(self.keep, plan.layers):
+            blocks = torch.cat([self._per_head(keep[n], n) for n in ATTENTION], dim=1).cpu()
+            if not bool(blocks[lp.heads].all()):
+                return True
+        return False
 
     def _follow_device(self) -> None:
         """Scores live on the model's device (the loop may move the model after prepare())."""

@@ -253,6 +253,38 @@ def select_plan(
     return _plan(dims, head_keep, ffn_keep, target_ratio=ratio, method=method)
 
 
+def remove_to_budget(keys: torch.Tensor, costs: torch.Tensor, removable: torch.Tensor, target: float) -> torch.Tensor:
+    """Bool mask of the units to remove so that their costs sum as close as possible to `target`.
+
+    Lowest keys go first (a global TopK where units of different sizes count their own weights). Two
+    candidates: stop before the first unit that would overshoot and fill the gap with any later unit
+    that still fits; or take that unit and give back the highest-keyed removed units the overshoot
+    allows. The one closer to the target wins, so the result is within one smallest unit of it.
+    """
+    keys, costs = keys.detach().float().cpu(), costs.float().cpu()
+    order = torch.where(removable.cpu(), keys, torch.inf).argsort(stable=True)[: int(removable.sum())].tolist()
+    cost = costs.tolist()
+    under, spent_under, spent = [], 0.0, 0.0
+    over: list[int] = []
+    for u in order:
+        if spent_under + cost[u] <= target + 1e-6:
+            under.append(u)
+            spent_under += cost[u]
+        if spent < target - 1e-6:
+            over.append(u)
+            spent += cost[u]
+    given_back = set()
+    for u in reversed(over[:-1]):
+        if spent - cost[u] >= target - 1e-6:
+            given_back.add(u)
+            spent -= cost[u]
+    over = [u for u in over if u not in given_back]
+    chosen = over if abs(spent - target) < abs(spent_under - target) else under
+    removed = torch.zeros(keys.numel(), dtype=torch.bool)
+    removed[torch.tensor(chosen, dtype=torch.long)] = True
+    return removed
+
+
 def achieved_ratio(plan: PruningPlan) -> float:
     """`pruning_ratio` of a plan: removed / original prunable encoder weights."""
     return plan.achieved_ratio()

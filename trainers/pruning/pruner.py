@@ -43,8 +43,8 @@ class NoOpPruner:
 
 
 def make_pruner(model: nn.Module, ratio: float, cfg: PruningConfig) -> Pruner:
-    """`ratio` = fraction of encoder attention + FFN weights to remove (topk and one-shot hit it; threshold
-    mode only reports it as the target, its ratio follows from l1_lambda and final_threshold)."""
+    """`ratio` = fraction of encoder attention + FFN weights to remove, hit within a point by every method and
+    mode (threshold mode calibrates its final threshold to it)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"pruning ratio must be in [0, 1), got {ratio}")
     check_unpruned(model)
