@@ -99,10 +99,10 @@ def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str
         )
         if not stats.stopped_early:
             plan = pruner.finalize(student)
-            if plan.refilled:
+            if plan.refilled and cfg.pruning.refill_epochs > 0:
                 # Hybrid filled: the restored blocks change the function, so the kept heads retrain briefly.
-                log("hybrid filled: retraining 1 epoch after restoring partially pruned heads")
-                train(student, encoded["train"], cfg.training.model_copy(update={"epochs": 1}), device=device,
+                log(f"hybrid filled: retraining {cfg.pruning.refill_epochs:g} epoch(s) after restoring pruned blocks")
+                train(student, encoded["train"], cfg.training.model_copy(update={"epochs": cfg.pruning.refill_epochs}), device=device,
                       precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
                       teacher_logits=teacher_logits, teacher=live_teacher, log=log)
     progress.end(stats.steps, stats.total_steps)

@@ -61,6 +61,9 @@ class PruningConfig(BaseModel):
         "restored (paper's 'hybrid filled'); this changes the function, so the trial fine-tunes again after "
         "finalize. False: kept heads keep their pruned blocks as zeros (same function as the masked model)",
     )
+    refill_epochs: float = Field(
+        1.0, ge=0, description="epochs of fine-tuning after a hybrid-filled finalize changed the function (0 = none)",
+    )
     one_shot_importance: Literal["magnitude", "taylor"] = Field(
         "magnitude", description="one_shot: weight L2 norm, or first-order Taylor |sum W*grad| over calibration batches"
     )
