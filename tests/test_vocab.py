@@ -1,0 +1,236 @@
+"""Vocabulary trimming on real tokenizers: MiniLM's WordPiece and a trained Unigram (SentencePiece-style)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from tests.conftest import TOPICS, make_topics_csv, minilm_dir
+from trainers import metrics as M
+from trainers.vocab import VocabularyConfig, trim_vocabulary, unk_rates
+
+CORPUS = VocabularyConfig(trim="corpus")
+
+
+def topic_texts(tmp_path, per_class=12) -> list[str]:
+    lines = make_topics_csv(tmp_path / "t.csv", per_class=per_class).read_text().splitlines()[1:]
+    return [line.rsplit(",", 1)[0] for line in lines]
+
+
+def reshuffled(texts: list[str]) -> list[str]:
+    """New sentences made only of the training texts' words (so: in-vocabulary, but never seen as such)."""
+    words = sorted({w for t in texts for w in t.split()})
+    return [" ".join(words[i::7]) for i in range(7)]
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=64, vocab_size=30522, num_labels=4)
+    return BertForSequenceClassification(config).eval(), AutoTokenizer.from_pretrained(minilm_dir())
+
+
+UNIGRAM_TRAIN = [
+    "the market rallied as bank profits rose", "the striker scored a goal in the final match",
+    "doctors said the vaccine reduced symptoms", "a telescope found a new planet orbiting a star",
+    "investors sold shares after the merger", "the coach praised the keeper after the league match",
+    "patients waited at the clinic for the nurse", "the genome study used cells from the laboratory",
+    "a quick quiz on jazz and zebras",
+]
+
+
+@pytest.fixture(scope="module")
+def unigram():
+    """An XLM-R-style model with a Unigram tokenizer trained here (Metaspace '▁' pieces, <s> </s> <unk>)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Tokenizer(models.Unigram())
+    backend.normalizer = normalizers.NFKC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator(UNIGRAM_TRAIN * 4, trainers.UnigramTrainer(vocab_size=150, special_tokens=specials,
+                                                                           unk_token="<unk>"))
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                        pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
+    assert json.loads(backend.to_str())["model"]["type"] == "Unigram"
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
+                              eos_token_id=2, num_labels=3)
+    return XLMRobertaForSequenceClassification(config).eval(), tokenizer
+
+
+def logits(model, tokenizer, texts):
+    with torch.no_grad():
+        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+
+
+def tokens(tokenizer, texts):
+    return [tokenizer.convert_ids_to_tokens(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
+def copy_of(pair):
+    import copy
+
+    model, tokenizer = pair
+    return copy.deepcopy(model), tokenizer
+
+
+def assert_trim_is_exact(model, tokenizer, train, probe, oov_text, tmp_path):
+    before_logits, before_tokens = logits(model, tokenizer, probe), tokens(tokenizer, probe)
+    embed_rows = model.get_input_embeddings().weight.shape[1]
+    model2, tok2, report = trim_vocabulary(model, tokenizer, train, CORPUS)
+
+    # same tokens, new ids, same logits
+    assert tokens(tok2, probe) == before_tokens
+    assert tok2(probe)["input_ids"] != tokenizer(probe)["input_ids"]
+    torch.testing.assert_close(logits(model2, tok2, probe), before_logits, atol=1e-5, rtol=0)
+    # physically smaller: embedding rows = kept tokens, tokenizer agrees
+    assert model2.get_input_embeddings().weight.shape[0] == len(tok2) == report.vocab_size_after < report.vocab_size_before
+    assert model2.config.vocab_size == len(tok2)
+    assert report.params_saved == (report.vocab_size_before - report.vocab_size_after) * embed_rows
+    assert report.metrics()[M.VOCAB_PARAMS_SAVED] == report.params_saved
+    # a token no training text used is unknown now
+    assert tok2.unk_token_id in tok2(oov_text)["input_ids"]
+    assert tokenizer.unk_token_id not in tokenizer(oov_text)["input_ids"]
+
+    # save -> reload with plain transformers: same tokens and logits, no stale vocabulary file shipped
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model2.save_pretrained(tmp_path / "trimmed")
+    tok2.save_pretrained(tmp_path / "trimmed")
+    assert not any(p.suffix in {".txt", ".model"} for p in (tmp_path / "trimmed").iterdir())
+    tok3 = AutoTokenizer.from_pretrained(tmp_path / "trimmed")
+    model3 = AutoModelForSequenceClassification.from_pretrained(tmp_path / "trimmed").eval()
+    assert tokens(tok3, probe) == before_tokens
+    torch.testing.assert_close(logits(model3, tok3, probe), before_logits, atol=1e-5, rtol=0)
+    return model2, tok2, report
+
+
+def test_wordpiece_trim_keeps_tokens_and_logits(wordpiece, tmp_path):
+    model, tokenizer = copy_of(wordpiece)
+    train = topic_texts(tmp_path)
+    probe = train[:5] + reshuffled(train)
+    _, tok2, report = assert_trim_is_exact(model, tokenizer, train, probe, "volcano election goal", tmp_path)
+    distinct = {i for ids in tokenizer(train, add_special_tokens=False)["input_ids"] for i in ids}
+    assert report.vocab_size_after == len(distinct) + report.special_kept
+    assert report.special_kept == len(tokenizer.all_special_ids)
+    # 30522 -> a few dozen tokens: almost all of the embedding goes
+    assert report.vocab_size_after < 100
+
+
+def test_unigram_trim_keeps_tokens_and_logits(unigram, tmp_path):
+    model, tokenizer = copy_of(unigram)
+    train = UNIGRAM_TRAIN[:4]
+    probe = train + reshuffled(train)
+    unused = sorted(set("".join(UNIGRAM_TRAIN)) - set("".join(train)))
+    assert unused, "the probe needs a character the tokenizer knows but the training texts lack"
+    oov = f"the {unused[0]}"
+    model2, tok2, report = assert_trim_is_exact(model, tokenizer, train, probe, oov, tmp_path)
+    assert type(tok2).__name__ != "BertTokenizer" and tok2.unk_token == "<unk>"
+    assert model2.config.pad_token_id == tok2.pad_token_id  # XLM-R positions depend on the padding id
+
+
+def test_top_k_keeps_exactly_n_most_frequent_plus_specials(wordpiece, tmp_path):
+    model, tokenizer = copy_of(wordpiece)
+    train = topic_texts(tmp_path)
+    counts = Counter(i for ids in tokenizer(train, add_special_tokens=False)["input_ids"] for i in ids)
+    n = 10
+    _, tok2, report = trim_vocabulary(model, tokenizer, train, VocabularyConfig(trim="top_k", keep=n))
+    assert report.vocab_size_after == n + len(tokenizer.all_special_ids) == len(tok2)
+    specials = set(tokenizer.all_special_tokens)
+    kept = set(tok2.get_vocab()) - specials
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert kept == set(tokenizer.convert_ids_to_tokens([i for i, _ in ranked[:n]]))
+    rare = tokenizer.convert_ids_to_tokens(ranked[-1][0])
+    assert tok2.convert_ids_to_tokens(tok2(rare, add_special_tokens=False)["input_ids"]) != [rare]
+
+
+def test_tied_lm_head_is_trimmed_with_the_embedding(tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    model = BertForMaskedLM(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=64, vocab_size=30522)).eval()
+    train = topic_texts(tmp_path, per_class=4)
+    before = logits(model, tokenizer, train[:3])
+    model2, tok2, report = trim_vocabulary(model, tokenizer, train, CORPUS)
+    kept_old_ids = tokenizer.convert_tokens_to_ids(tok2.convert_ids_to_tokens(list(range(len(tok2)))))
+    after = logits(model2, tok2, train[:3])
+    assert after.shape[-1] == len(tok2)
+    torch.testing.assert_close(after, before[..., kept_old_ids], atol=1e-5, rtol=0)
+    assert model2.get_output_embeddings().weight is model2.get_input_embeddings().weight
+    assert report.params_saved == (30522 - len(tok2)) * (32 + 1)  # embedding rows + the LM head's bias
+
+
+def test_trimmed_model_exports_to_onnx(wordpiece, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model, tokenizer = copy_of(wordpiece)
+    train = topic_texts(tmp_path, per_class=4)
+    model2, tok2, _ = trim_vocabulary(model, tokenizer, train, CORPUS)
+    enc = tok2(train[:2], padding=True, return_tensors="pt")
+    path = tmp_path / "trimmed.onnx"
+    torch.onnx.export(model2, (enc["input_ids"], enc["attention_mask"]), str(path), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input_ids": enc["input_ids"].numpy(), "attention_mask": enc["attention_mask"].numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), logits(model2, tok2, train[:2]), atol=1e-4, rtol=0)
+
+
+def test_unk_rates_count_lost_and_unknown_tokens(wordpiece, tmp_path):
+    model, tokenizer = copy_of(wordpiece)
+    train = ["goal match team", "bank profit"]
+    _, tok2, _ = trim_vocabulary(model, tokenizer, train, CORPUS)
+    lost, unk = unk_rates(tokenizer, tok2, ["goal quantum", "bank team telescope planet"])
+    assert lost == pytest.approx(3 / 6) and unk == pytest.approx(3 / 6)
+    assert unk_rates(tokenizer, tok2, train) == (0.0, 0.0)
+    assert unk_rates(tokenizer, tok2, []) == (0.0, 0.0)
+
+
+def test_trim_none_is_refused_and_bpe_is_not_supported(wordpiece):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    model, tokenizer = copy_of(wordpiece)
+    with pytest.raises(ValueError, match="'none'"):
+        trim_vocabulary(model, tokenizer, ["x"], VocabularyConfig())
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator(UNIGRAM_TRAIN, trainers.BpeTrainer(vocab_size=80, special_tokens=["<unk>"]))
+    with pytest.raises(ValueError, match="supports WordPiece and Unigram tokenizers; this one is BPE"):
+        trim_vocabulary(model, PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>"), ["x"], CORPUS)
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"trim": "top_k"}, "vocabulary.keep"),
+    ({"trim": "corpus", "keep": 5}, "vocabulary.keep"),
+    ({"trim": "none", "corpus": "extra.txt"}, "vocabulary.corpus"),
+    ({"trim": "top_k", "keep": 0}, "keep"),
+    ({"trim": "all"}, "trim"),
+    ({"trim": "corpus", "size": 3}, "size"),
+])
+def test_config_errors_name_the_field(doc, field):
+    with pytest.raises(ValidationError, match=field):
+        VocabularyConfig.model_validate(doc)
+
+
+def test_corpus_file_resolves_against_the_sweep_folder(tmp_path):
+    cfg = VocabularyConfig(trim="corpus", corpus="extra.txt")
+    with pytest.raises(ValueError, match="vocabulary.corpus: 'extra.txt' is not a file"):
+        cfg.corpus_texts(tmp_path)
+    (tmp_path / "extra.txt").write_text("telescope orbit\n\n  \nquantum\n", encoding="utf-8")
+    assert cfg.corpus_texts(tmp_path) == ["telescope orbit", "quantum"]
+    assert cfg.cache_payload(tmp_path)["corpus_sha256"] != VocabularyConfig(trim="corpus").cache_payload(tmp_path)["corpus_sha256"]
