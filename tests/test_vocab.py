@@ -234,3 +234,48 @@ def test_corpus_file_resolves_against_the_sweep_folder(tmp_path):
     (tmp_path / "extra.txt").write_text("telescope orbit\n\n  \nquantum\n", encoding="utf-8")
     assert cfg.corpus_texts(tmp_path) == ["telescope orbit", "quantum"]
     assert cfg.cache_payload(tmp_path)["corpus_sha256"] != VocabularyConfig(trim="corpus").cache_payload(tmp_path)["corpus_sha256"]
+
+
+def test_trimmed_teacher_is_built_once_and_scores_the_training_split_like_the_teacher(tmp_path, tiny_encoder):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from trainers.config import TrainingConfig
+    from trainers.data import DataConfig, encode_cached, fingerprint, load_data
+    from trainers.teacher import TeacherConfig, prepare_teacher, prepare_trimmed_teacher
+    from trainers.train import predict_logits
+
+    csv = make_topics_csv(tmp_path / "topics.csv")
+    training = TrainingConfig(epochs=1, batch_size=16, max_seq_len=16, seed=0)
+    loaded = load_data(DataConfig(path=csv, split={"validation": 0.2, "test": 0.2, "seed": 0}), tmp_path)
+    encoded = encode_cached(loaded, AutoTokenizer.from_pretrained(tiny_encoder), max_seq_len=16, cache_dir=tmp_path / "data")
+    teacher = prepare_teacher(str(tiny_encoder), TeacherConfig(model="x", epochs=1, learning_rate=1e-3),
+                              label_names=loaded.label_names, encoded=encoded, data_fingerprint=fingerprint(loaded),
+                              training=training, cache_root=tmp_path / "teachers", device="cpu", log=lambda m: None)
+    args = dict(loaded=loaded, base_dir=tmp_path, training=training, data_cache_dir=tmp_path / "data", device="cpu")
+    assert prepare_trimmed_teacher(teacher, VocabularyConfig(), **args, log=print) is teacher
+
+    logs: list[str] = []
+    trimmed = prepare_trimmed_teacher(teacher, CORPUS, **args, log=logs.append)
+    assert trimmed.built_now and trimmed.key.startswith(teacher.key) and trimmed.key != teacher.key
+    metrics = trimmed.meta["vocabulary"]["metrics"]
+    assert metrics[M.VOCAB_SIZE_BEFORE] == 30522 and metrics[M.VOCAB_SIZE_AFTER] < 100
+    assert 0.0 <= metrics[M.VAL_VOCAB_LOST_RATE] <= 1.0 and M.TEST_VOCAB_UNK_RATE in metrics
+    # the trimmed folder reloads with plain transformers and scores the training split as the teacher did
+    tok = AutoTokenizer.from_pretrained(trimmed.model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(trimmed.model_dir).eval()
+    assert len(tok) == model.config.vocab_size == metrics[M.VOCAB_SIZE_AFTER]
+    trimmed_train = encode_cached(loaded, tok, max_seq_len=16, cache_dir=tmp_path / "data")["train"]
+    torch.testing.assert_close(predict_logits(model, trimmed_train, batch_size=64, device="cpu"),
+                               load_file(str(teacher.logits_path))["logits"], atol=1e-5, rtol=0)
+    again = prepare_trimmed_teacher(teacher, CORPUS, **args, log=logs.append)
+    assert not again.built_now and again.key == trimmed.key and any("cache hit" in line for line in logs)
+
+    # top_k drops training tokens: the logits are those of the trimmed model, not copied
+    small = prepare_trimmed_teacher(teacher, VocabularyConfig(trim="top_k", keep=5), **args, log=lambda m: None)
+    assert small.key != trimmed.key and small.meta["vocabulary"]["train_lost_rate"] > 0
+    tok = AutoTokenizer.from_pretrained(small.model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(small.model_dir).eval()
+    small_train = encode_cached(loaded, tok, max_seq_len=16, cache_dir=tmp_path / "data")["train"]
+    torch.testing.assert_close(predict_logits(model, small_train, batch_size=64, device="cpu"),
+                               load_file(str(small.logits_path))["logits"], atol=1e-5, rtol=0)
