@@ -13,7 +13,7 @@ from tests.conftest import TOPICS, make_topics_csv, minilm_dir
 from trainers import metrics as M
 from trainers.vocab import VocabularyConfig, trim_vocabulary, unk_rates
 
-CORPUS = VocabularyConfig(trim="corpus")
+CORPUS = VocabularyConfig(trim="corpus", characters=False)  # exactly the used tokens
 
 
 def topic_texts(tmp_path, per_class=12) -> list[str]:
@@ -147,7 +147,7 @@ def test_top_k_keeps_exactly_n_most_frequent_plus_specials(wordpiece, tmp_path):
     train = topic_texts(tmp_path)
     counts = Counter(i for ids in tokenizer(train, add_special_tokens=False)["input_ids"] for i in ids)
     n = 10
-    _, tok2, report = trim_vocabulary(model, tokenizer, train, VocabularyConfig(trim="top_k", keep=n))
+    _, tok2, report = trim_vocabulary(model, tokenizer, train, VocabularyConfig(trim="top_k", keep=n, characters=False))
     assert report.vocab_size_after == n + len(tokenizer.all_special_ids) == len(tok2)
     specials = set(tokenizer.all_special_tokens)
     kept = set(tok2.get_vocab()) - specials
@@ -155,6 +155,27 @@ def test_top_k_keeps_exactly_n_most_frequent_plus_specials(wordpiece, tmp_path):
     assert kept == set(tokenizer.convert_ids_to_tokens([i for i, _ in ranked[:n]]))
     rare = tokenizer.convert_ids_to_tokens(ranked[-1][0])
     assert tok2.convert_ids_to_tokens(tok2(rare, add_special_tokens=False)["input_ids"]) != [rare]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
+def test_characters_spell_out_unseen_words_instead_of_unknown(kind, wordpiece, unigram, tmp_path):
+    model, tokenizer = copy_of(wordpiece if kind == "wordpiece" else unigram)
+    train = ["goal match team", "bank profit rose"] if kind == "wordpiece" else UNIGRAM_TRAIN[:4]
+    probe = train + reshuffled(train)
+    before = logits(model, tokenizer, probe), tokens(tokenizer, probe)
+    model2, tok2, report = trim_vocabulary(model, tokenizer, train, VocabularyConfig(trim="corpus"))
+    # still exact on in-vocabulary text
+    assert tokens(tok2, probe) == before[1]
+    torch.testing.assert_close(logits(model2, tok2, probe), before[0], atol=1e-5, rtol=0)
+    assert report.characters_kept > 0
+    unseen = "boat" if kind == "wordpiece" else "the marble"  # new words, characters all seen in training
+    assert not set(unseen.replace(" ", "")) - set("".join(train))
+    pieces = tok2.convert_ids_to_tokens(tok2(unseen, add_special_tokens=False)["input_ids"])
+    assert tok2.unk_token not in pieces and tok2.convert_tokens_to_string(pieces).strip() == unseen
+    assert unk_rates(tokenizer, tok2, [unseen])[1] == 0.0
+    if kind == "wordpiece":  # (the tiny Unigram's training texts use every character as a piece anyway)
+        _, bare, _ = trim_vocabulary(*copy_of(wordpiece), train, CORPUS)  # without the characters: unknown
+        assert bare.unk_token_id in bare(unseen)["input_ids"]
 
 
 def test_tied_lm_head_is_trimmed_with_the_embedding(tmp_path):

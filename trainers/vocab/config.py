@@ -10,12 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class VocabularyConfig(BaseModel):
     """none: the tokenizer as shipped; corpus: keep the tokens the training texts (and `corpus`) use;
-    top_k: keep the `keep` most frequent of those. Special tokens are always kept."""
+    top_k: keep the `keep` most frequent of those. Special tokens are always kept, and with `characters`
+    the single-character tokens of the texts' characters too."""
 
     model_config = ConfigDict(extra="forbid")
 
     trim: Literal["none", "corpus", "top_k"] = Field("none", description="none | corpus | top_k")
     keep: int | None = Field(None, ge=1, description="top_k only: how many non-special tokens to keep")
+    characters: bool = Field(
+        True,
+        description="also keep the single-character tokens of every character the texts use, so that an unseen "
+        "word of a known script is spelled out in characters instead of becoming the unknown token",
+    )
     corpus: Path | None = Field(
         None, description="an extra UTF-8 text file, one text per line, whose tokens are kept too (relative to the sweep file)"
     )
@@ -55,4 +61,4 @@ class VocabularyConfig(BaseModel):
 
         path = self.corpus_path(base_dir)
         digest = hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
-        return {"trim": self.trim, "keep": self.keep, "corpus_sha256": digest}
+        return {"trim": self.trim, "keep": self.keep, "characters": self.characters, "corpus_sha256": digest}

@@ -62,6 +62,26 @@ def required_ids(spec: dict, tokenizer) -> set[int]:
     return keep
 
 
+def character_ids(spec: dict, tokenizer, texts) -> set[int]:
+    """Ids of the single-character tokens (word-initial and word-internal forms) of every character that
+    `texts` contain after the tokenizer's normalisation: with them, any word written in those characters
+    still tokenises (spelled out) instead of becoming the unknown token."""
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    chars: set[str] = set()
+    for text in texts:
+        chars |= set(normalizer.normalize_str(text) if normalizer is not None else text)
+    chars -= set(" \t\n\r")
+    model = spec["model"]
+    if model["type"] == "Unigram":
+        index = {piece: i for i, (piece, _) in enumerate(model["vocab"])}
+        forms = ["\u2581", *chars, *("\u2581" + c for c in chars)]  # SentencePiece's word-start mark
+    else:
+        index = model["vocab"]
+        prefix = model.get("continuing_subword_prefix") or "##"
+        forms = [*chars, *(prefix + c for c in chars)]
+    return {index[f] for f in forms if f in index}
+
+
 def _remap_post_processor(node: dict | None, new_id: dict[int, int]) -> None:
     if node is None:
         return

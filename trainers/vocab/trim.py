@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from trainers import metrics as M
 from trainers.vocab.config import VocabularyConfig
 from trainers.vocab.embeddings import _ID_FIELDS, trim_embeddings, unique_param_bytes, unique_param_count
-from trainers.vocab.tokenizer import backend_spec, rebuild_tokenizer, required_ids, trimmed_spec
+from trainers.vocab.tokenizer import backend_spec, character_ids, rebuild_tokenizer, required_ids, trimmed_spec
 
 _BATCH = 1024
 
@@ -20,6 +20,7 @@ class TrimReport(BaseModel):
     vocab_size_before: int
     vocab_size_after: int
     special_kept: int
+    characters_kept: int  # single-character tokens kept beyond those the texts use as tokens (cfg.characters)
     distinct_in_texts: int  # distinct non-special tokens the training texts (+ corpus) use
     params_before: int
     params_after: int
@@ -55,20 +56,23 @@ def token_counts(tokenizer, texts: Iterable[str]) -> Counter:
     return counts
 
 
-def kept_ids(tokenizer, model_config, counts: Counter, cfg: VocabularyConfig) -> tuple[list[int], set[int]]:
-    """Sorted old ids to keep, and the required (special) ones among them."""
+def kept_ids(tokenizer, model_config, texts: list[str], counts: Counter,
+             cfg: VocabularyConfig) -> tuple[list[int], set[int], set[int]]:
+    """Sorted old ids to keep; the required (special) ones and the character ones among them."""
     spec = backend_spec(tokenizer)
     required = required_ids(spec, tokenizer)
     required |= {v for f in _ID_FIELDS if isinstance(v := getattr(model_config, f, None), int)}
-    used = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in required]
+    characters = character_ids(spec, tokenizer, texts) - required if cfg.characters else set()
+    used = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in required | characters]
     if cfg.trim == "top_k":
         used = used[: cfg.keep]
-    return sorted(required | set(used)), required
+    return sorted(required | characters | set(used)), required, characters
 
 
 def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfig):
     """(model, tokenizer, report) with the vocabulary cut to the special tokens plus those `texts` use
-    (all of them for trim 'corpus', the `cfg.keep` most frequent for 'top_k'; ties go to the lower id).
+    (all of them for trim 'corpus', the `cfg.keep` most frequent for 'top_k'; ties go to the lower id),
+    plus, with `cfg.characters`, the single-character tokens of the texts' characters.
 
     `texts` are the training texts plus any extra corpus. The model is changed in place. Text made of
     kept tokens tokenises to the same tokens (renumbered ids) and gives the same logits; any other
@@ -83,8 +87,9 @@ def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfi
             f"vocabulary trimming: the model has {size_before} embedding rows but the tokenizer {len(tokenizer)} tokens; "
             "they must describe the same vocabulary"
         )
+    texts = list(texts)
     counts = token_counts(tokenizer, texts)
-    kept, required = kept_ids(tokenizer, model.config, counts, cfg)
+    kept, required, characters = kept_ids(tokenizer, model.config, texts, counts, cfg)
     params_before, bytes_before = unique_param_count(model), unique_param_bytes(model)
     new_id = {old: new for new, old in enumerate(kept)}
     new_tokenizer = rebuild_tokenizer(tokenizer, trimmed_spec(spec, kept), new_id)
@@ -93,6 +98,7 @@ def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfi
         raise AssertionError(f"trimmed tokenizer has {len(new_tokenizer)} tokens, expected {len(kept)}")
     report = TrimReport(
         trim=cfg.trim, vocab_size_before=size_before, vocab_size_after=len(kept), special_kept=len(required),
+        characters_kept=len(characters - set(counts)),
         distinct_in_texts=sum(1 for i in counts if i not in required),
         params_before=params_before, params_after=unique_param_count(model),
         bytes_before=bytes_before, bytes_after=unique_param_bytes(model),
