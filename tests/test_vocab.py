@@ -300,3 +300,30 @@ def test_trimmed_teacher_is_built_once_and_scores_the_training_split_like_the_te
     small_train = encode_cached(loaded, tok, max_seq_len=16, cache_dir=tmp_path / "data")["train"]
     torch.testing.assert_close(predict_logits(model, small_train, batch_size=64, device="cpu"),
                                load_file(str(small.logits_path))["logits"], atol=1e-5, rtol=0)
+
+
+def test_trimming_commutes_with_training(wordpiece, tmp_path):
+    """Rows no training token uses get no gradient (weight decay acts row by row): training then trimming gives
+    the same model as trimming then training, so a trimmed student loses nothing on its training text."""
+    from trainers.config import TrainingConfig
+    from trainers.train import train
+
+    train_texts = topic_texts(tmp_path, per_class=4)
+    labels = torch.arange(len(train_texts)) % 4
+    cfg = TrainingConfig(epochs=2, batch_size=8, learning_rate=1e-3, weight_decay=0.0, max_seq_len=16, seed=0)
+
+    def fit(model, tokenizer):
+        enc = tokenizer(train_texts, padding=True, return_tensors="pt")
+        split = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+        torch.manual_seed(0)
+        train(model, split, cfg, device="cpu", log=lambda m: None)
+        return model.eval()
+
+    model, tokenizer = copy_of(wordpiece)
+    trained_then_trimmed, tok_a, _ = trim_vocabulary(fit(model, tokenizer), tokenizer, train_texts, CORPUS)
+    model, tokenizer = copy_of(wordpiece)
+    model, tok_b, _ = trim_vocabulary(model, tokenizer, train_texts, CORPUS)
+    trimmed_then_trained = fit(model, tok_b)
+    probe = train_texts[:6] + reshuffled(train_texts)
+    torch.testing.assert_close(logits(trimmed_then_trained, tok_b, probe), logits(trained_then_trimmed, tok_a, probe),
+                               atol=1e-4, rtol=0)

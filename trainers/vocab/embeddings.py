@@ -20,7 +20,7 @@ def unique_param_bytes(model: nn.Module) -> int:
 
 def trim_embeddings(model: nn.Module, kept: list[int]) -> None:
     """Keep rows `kept` (sorted old ids) of the input embedding, the output embedding (tied or not) and
-    any other parameter with one entry per token (an LM head's bias); renumber the config's token ids."""
+    any output bias with one entry per token (an LM head's); renumber the config's token ids."""
     old_in = model.get_input_embeddings()
     old_size = old_in.num_embeddings
     index = torch.tensor(kept, dtype=torch.long)
@@ -41,10 +41,11 @@ def trim_embeddings(model: nn.Module, kept: list[int]) -> None:
         old_out.weight = new_in.weight if tied else nn.Parameter(old_out.weight.detach()[index].clone())
         if getattr(old_out, "out_features", None) is not None:
             old_out.out_features = len(kept)
-    # whatever else has one entry per token (e.g. BERT's LM-head bias, shared by the decoder)
+    # an output bias with one entry per token (BERT's LM-head bias, shared with its decoder); only 1-D
+    # biases, so that a 2-D table that happens to have as many rows (positions) is never cut
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
-            if id(param) in done or param.dim() == 0 or param.shape[0] != old_size:
+            if id(param) in done or name != "bias" or param.dim() != 1 or param.shape[0] != old_size:
                 continue
             trimmed = nn.Parameter(param.detach()[index].clone(), requires_grad=param.requires_grad)
             for other in model.modules():  # keep sharing intact: replace every reference to this tensor
