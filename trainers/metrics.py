@@ -103,10 +103,11 @@ METRICS: dict[str, MetricInfo] = {
                    "validation tokens (untrimmed tokenizer) missing from the trimmed vocabulary", "minimize"),
         MetricInfo(TEST_VOCAB_LOST_RATE, "fraction 0-1",
                    "test tokens (untrimmed tokenizer) missing from the trimmed vocabulary (reported only)", "minimize"),
-        MetricInfo(VAL_VOCAB_UNK_RATE, "fraction 0-1", "validation tokens that the trimmed tokenizer maps to unknown",
+        MetricInfo(VAL_VOCAB_UNK_RATE, "fraction 0-1",
+                   "validation tokens that became unknown by trimming (share of the untrimmed tokens)",
                    "minimize"),
         MetricInfo(TEST_VOCAB_UNK_RATE, "fraction 0-1",
-                   "test tokens that the trimmed tokenizer maps to unknown (reported only)", "minimize"),
+                   "test tokens that became unknown by trimming (share of the untrimmed tokens; reported only)", "minimize"),
         MetricInfo(DELTA_VAL_ACCURACY, "points", "validation accuracy minus the teacher's, x100", "maximize"),
         MetricInfo(SPEEDUP_BS1, "x", "teacher p50 latency at batch 1 / this model's", "maximize"),
     )

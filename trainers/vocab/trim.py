@@ -107,17 +107,17 @@ def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfi
 
 
 def unk_rates(before, after, texts: Iterable[str]) -> tuple[float, float]:
-    """(oov_rate, unk_rate) of `texts`: the share of their tokens under the untrimmed tokenizer `before`
-    that the trimmed vocabulary lacks (re-segmented or unknown now), and the share of their tokens under
-    the trimmed tokenizer `after` that are the unknown token. Special tokens are not counted."""
+    """(lost_rate, unk_rate) of `texts`, both over their tokens under the untrimmed tokenizer `before`
+    (special tokens not counted): the share of those tokens that the trimmed vocabulary lacks (they are
+    re-segmented into kept pieces or unknown now), and the share that became unknown, i.e. how many
+    more unknown tokens the trimmed tokenizer `after` produces than `before` did."""
     texts = list(texts)
     if not texts:
         return 0.0, 0.0
     kept_tokens = set(after.get_vocab())
     old_counts = token_counts(before, texts)
     old_tokens = before.convert_ids_to_tokens(list(old_counts))
-    total = sum(old_counts.values())
+    total = max(sum(old_counts.values()), 1)
     lost = sum(n for tok, n in zip(old_tokens, old_counts.values()) if tok not in kept_tokens)
-    new_counts = token_counts(after, texts)
-    unk = new_counts.get(after.unk_token_id, 0)
-    return lost / max(total, 1), unk / max(sum(new_counts.values()), 1)
+    new_unk = token_counts(after, texts).get(after.unk_token_id, 0)
+    return lost / total, max(new_unk - old_counts.get(before.unk_token_id, 0), 0) / total
