@@ -45,6 +45,12 @@ EMISSIONS_PER_1K = "emissions_kg_co2e_per_1k_predictions"
 PRUNING_ACHIEVED_RATIO = "pruning_achieved_ratio"
 VOCAB_SIZE_BEFORE = "vocab_size_before"
 VOCAB_SIZE_AFTER = "vocab_size_after"
+VOCAB_PARAMS_SAVED = "vocab_params_saved"
+VOCAB_WEIGHTS_SAVED = "vocab_weights_saved_mb"
+VAL_VOCAB_LOST_RATE = "val_vocab_lost_rate"  # split prefix first: test_* stays out of every decision
+TEST_VOCAB_LOST_RATE = "test_vocab_lost_rate"
+VAL_VOCAB_UNK_RATE = "val_vocab_unk_rate"
+TEST_VOCAB_UNK_RATE = "test_vocab_unk_rate"
 
 # --- compared with the teacher (computed by the orchestrator from the baseline) ----------------
 DELTA_VAL_ACCURACY = "delta_val_accuracy_points"
@@ -91,6 +97,17 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(PRUNING_ACHIEVED_RATIO, "fraction 0-1", "encoder attention+FFN weights physically removed", "maximize"),
         MetricInfo(VOCAB_SIZE_BEFORE, "tokens", "tokenizer vocabulary before trimming", "minimize"),
         MetricInfo(VOCAB_SIZE_AFTER, "tokens", "tokenizer vocabulary after trimming", "minimize"),
+        MetricInfo(VOCAB_PARAMS_SAVED, "count", "parameters removed by vocabulary trimming (embeddings, tied head)", "maximize"),
+        MetricInfo(VOCAB_WEIGHTS_SAVED, "MiB", "weight bytes (at the model's dtype) removed by vocabulary trimming", "maximize"),
+        MetricInfo(VAL_VOCAB_LOST_RATE, "fraction 0-1",
+                   "validation tokens (untrimmed tokenizer) missing from the trimmed vocabulary", "minimize"),
+        MetricInfo(TEST_VOCAB_LOST_RATE, "fraction 0-1",
+                   "test tokens (untrimmed tokenizer) missing from the trimmed vocabulary (reported only)", "minimize"),
+        MetricInfo(VAL_VOCAB_UNK_RATE, "fraction 0-1",
+                   "validation tokens that became unknown by trimming (share of the untrimmed tokens)",
+                   "minimize"),
+        MetricInfo(TEST_VOCAB_UNK_RATE, "fraction 0-1",
+                   "test tokens that became unknown by trimming (share of the untrimmed tokens; reported only)", "minimize"),
         MetricInfo(DELTA_VAL_ACCURACY, "points", "validation accuracy minus the teacher's, x100", "maximize"),
         MetricInfo(SPEEDUP_BS1, "x", "teacher p50 latency at batch 1 / this model's", "maximize"),
     )

@@ -24,9 +24,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from trainers.config import TrainingConfig
+from trainers.data.load import LoadedData
 from trainers.models import model_fingerprint
 from trainers.progress import TEACHER_FINE_TUNE, TEACHER_LOGITS, progress_hooks
 from trainers.train import predict_logits, train
+from trainers.vocab.config import VocabularyConfig
 
 DONE = "DONE"
 
@@ -124,23 +126,34 @@ def prepare_teacher(
     """Return the cached teacher for these settings, building it first if no worker has yet
     (progress events of the fine-tune and the logits go to `progress_dir`, see trainers.progress)."""
     key = teacher_key(model_ref, teacher, data_fingerprint, training)
-    out = Path(cache_root) / key
+
+    def build(tmp: Path) -> dict:
+        log(f"teacher: building from {model_ref}")
+        meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log, progress_dir)
+        meta.update(key=key, model_ref=model_ref, data_fingerprint=data_fingerprint)
+        return meta
+
+    meta, built_now = _cached(Path(cache_root) / key, build, log, "teacher")
+    return _artifacts(key, Path(cache_root) / key, meta, built_now=built_now)
+
+
+def _cached(out: Path, build: Callable[[Path], dict], log: Callable[[str], None], what: str) -> tuple[dict, bool]:
+    """(meta, built_now) of the cache entry `out`: read when complete, else built once under a file lock
+    by `build(tmp_folder) -> meta` and moved into place atomically, so readers never see half of it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if (out / DONE).exists():
-            meta = json.loads((out / "meta.json").read_text())
-            log(f"teacher: cache hit {out}")
-            return _artifacts(key, out, meta, built_now=False)
-        log(f"teacher: building {out} from {model_ref}")
+            log(f"{what}: cache hit {out}")
+            return json.loads((out / "meta.json").read_text()), False
+        log(f"{what}: building {out}")
         tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log, progress_dir)
-        meta.update(key=key, model_ref=model_ref, data_fingerprint=data_fingerprint)
+        meta = build(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
         (out / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        return _artifacts(key, out, meta, built_now=True)
+        return meta, True
 
 
 def _artifacts(key: str, out: Path, meta: dict, built_now: bool) -> TeacherArtifacts:
@@ -210,3 +223,68 @@ def load_teacher_logits(path: Path, expected_rows: int) -> torch.Tensor:
             "the cache is stale (delete it)"
         )
     return logits
+
+
+# --- vocabulary trimming: the prepared teacher with its vocabulary cut to the task's tokens ----------
+
+
+def prepare_trimmed_teacher(
+    teacher: TeacherArtifacts,
+    vocabulary: VocabularyConfig,
+    *,
+    loaded: LoadedData,
+    base_dir: Path,
+    training: TrainingConfig,
+    data_cache_dir: Path,
+    device: str,
+    log: Callable[[str], None] = print,
+) -> TeacherArtifacts:
+    """The teacher `teacher` with its vocabulary trimmed per `vocabulary`, cached next to it.
+
+    `teacher` itself when trim is 'none'. The kept tokens come from the training split (plus the
+    extra corpus, relative to `base_dir`); validation and test texts are only read to report the
+    share of their tokens that the trimmed vocabulary lost. The entry's meta carries the trim's
+    metrics under meta["vocabulary"]["metrics"]. Train logits are copied when every training token
+    was kept (then they are exactly the untrimmed teacher's), else recomputed with the trimmed model.
+    """
+    if vocabulary.trim == "none":
+        return teacher
+    payload = {"teacher": teacher.key, "vocabulary": vocabulary.cache_payload(base_dir)}
+    key = f"{teacher.key}-vocab-{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]}"
+    out = teacher.dir.parent / key
+
+    def build(tmp: Path) -> dict:
+        return _build_trimmed(teacher, vocabulary, loaded, base_dir, training, data_cache_dir, tmp, device, log)
+
+    meta, built_now = _cached(out, build, log, "trimmed teacher")
+    return _artifacts(key, out, meta, built_now=built_now)
+
+
+def _build_trimmed(teacher, vocabulary, loaded, base_dir, training, data_cache_dir, out: Path, device, log) -> dict:
+    from trainers.data import encode_cached
+    from trainers.metrics import TEST_VOCAB_LOST_RATE, TEST_VOCAB_UNK_RATE, VAL_VOCAB_LOST_RATE, VAL_VOCAB_UNK_RATE
+    from trainers.vocab import trim_vocabulary, unk_rates
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher.model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher.model_dir).eval()
+    train_texts = list(loaded.splits["train"].texts)
+    model, trimmed, report = trim_vocabulary(model, tokenizer, train_texts + vocabulary.corpus_texts(base_dir), vocabulary)
+    metrics = report.metrics()
+    for split, lost_name, unk_name in (("validation", VAL_VOCAB_LOST_RATE, VAL_VOCAB_UNK_RATE),
+                                       ("test", TEST_VOCAB_LOST_RATE, TEST_VOCAB_UNK_RATE)):
+        metrics[lost_name], metrics[unk_name] = unk_rates(tokenizer, trimmed, loaded.splits[split].texts)
+    train_lost, _ = unk_rates(tokenizer, trimmed, train_texts)
+    log(f"trimmed teacher: vocabulary {report.vocab_size_before} -> {report.vocab_size_after} tokens, "
+        f"{report.params_saved:,} parameters saved; validation tokens lost {metrics[VAL_VOCAB_LOST_RATE]:.2%}")
+    out.mkdir(parents=True)
+    model.save_pretrained(out / "model", safe_serialization=True)
+    trimmed.save_pretrained(out / "model")
+    if train_lost == 0.0:
+        shutil.copyfile(teacher.logits_path, out / "train_logits.safetensors")
+    else:
+        encoded = encode_cached(loaded, trimmed, max_seq_len=training.max_seq_len, cache_dir=data_cache_dir)
+        logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device)
+        save_file({"logits": logits.contiguous()}, str(out / "train_logits.safetensors"))
+    return {**teacher.meta, "trimmed_from": teacher.key,
+            "vocabulary": {**vocabulary.model_dump(mode="json"), "report": report.model_dump(), "metrics": metrics,
+                           "train_lost_rate": train_lost}}
