@@ -203,19 +203,26 @@ def pareto(
 ) -> None:
     """The non-dominated trials with their deltas against the teacher, plus an offline plot."""
     from orchestrator.context import work_dir
-    from orchestrator.report import pareto_plot, pareto_table
+    from orchestrator.report import front_report, pareto_table, write_plots
     from orchestrator.sweep import stored_spec
+    from orchestrator.tracking import runs_url
 
     study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
     spec = stored_spec(record, study_name)
-    front = study.best_trials
-    console.print(pareto_table(front, record.baseline_metrics, f"Pareto front of {study_name}"))
-    plot = pareto_plot(study, spec.objectives, work_dir(root, study_name) / "pareto.html")
-    if plot:
-        parent = record.mlflow_parent_run_id
+    report = front_report(study, spec)
+    console.print(pareto_table(report.front, record.baseline_metrics, f"Pareto front of {study_name}", report=report))
+    plots = write_plots(study, spec, work_dir(root, study_name), report.front)
+    parent = record.mlflow_parent_run_id
+    for path in plots:
         if parent:
-            tracker.log_artifacts(parent, plot)
-        console.print(f"interactive plot: {plot}")
+            tracker.log_artifacts(parent, path)
+    if parent:
+        experiment_id = tracker.client.get_run(parent).info.experiment_id
+        console.print(f"runs: {runs_url('http://127.0.0.1:5000', experiment_id)}   (after `sweep ui`)", highlight=False,
+                      soft_wrap=True)
+    if plots:
+        plot = plots[0]
+        console.print(f"interactive plot: {plot}; images: {', '.join(str(p) for p in plots[1:])}")
         if open_plot:
             import webbrowser
 

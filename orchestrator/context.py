@@ -35,6 +35,7 @@ class Context:
     root: Path
     prepared: PrepareResult
     baseline: dict[str, float] = field(default_factory=dict)
+    baselines: dict[int, dict[str, float]] = field(default_factory=dict)  # the teacher per measuring thread count
     heartbeat_s: float = 10.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     # trial id -> (last heartbeat value seen, local monotonic time it was first seen): staleness is

@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator import pareto
+from orchestrator.baselines import baseline_tags, measured_threads, placement_threads
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.record import beat, frozen, set_trial, set_trial_quietly, tell, trial_record
@@ -100,7 +101,9 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     if outcome.interrupted or outcome.abandoned or outcome.timed_out or outcome.returncode != 0 or result is None or not result.ok:
         reason = (result.error if result is not None and result.error and not outcome.interrupted else None) or outcome.reason(tail(log_path))
     else:
-        metrics = {**result.metrics, **pareto.deltas(result.metrics, ctx.baseline)}
+        threads = measured_threads(result.tags) or placement_threads(placement, spec.measure.threads)
+        baseline_threads, baseline = pareto.baseline_for(ctx.baselines, threads, ctx.baseline)
+        metrics = {**result.metrics, **pareto.deltas(result.metrics, baseline)}
         missing = [o.key for o in spec.objectives if o.key not in metrics or not finite([metrics[o.key]])]
         if missing:
             reason = f"objective metric(s) {missing} were not measured; measured: {sorted(result.metrics)}"
@@ -111,18 +114,22 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
             close_lost_run(ctx, run_id, number, log)
         _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
         return TrialState.FAIL
-    return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log)
+    result.tags.update(baseline_tags(baseline_threads, threads))
+    return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log,
+                     baseline=baseline, baseline_threads=baseline_threads)
 
 
 def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, result: TrialResult, outcome: Outcome,
-              asked_at: float, log_path: Path, result_path: Path, log: Log) -> TrialState:
+              asked_at: float, log_path: Path, result_path: Path, log: Log, *, baseline: dict | None = None,
+              baseline_threads: int | None = None) -> TrialState:
     """Tell Optuna the objective values and constraints, then log everything to the MLflow run."""
     spec, study, number = ctx.spec, ctx.study, trial.number
+    baseline = ctx.baseline if baseline is None else baseline
     values = [metrics[o.key] for o in spec.objectives]
     try:
         for c in spec.constraints:
-            trial.set_constraint(c.label, pareto.constraint_value(c, metrics, ctx.baseline))
-        set_trial(study, trial, metrics=metrics,
+            trial.set_constraint(c.label, pareto.constraint_value(c, metrics, baseline))
+        set_trial(study, trial, metrics=metrics, baseline_threads=baseline_threads,
                   pruning={k: v for k, v in result.pruning.items() if isinstance(v, (int, float, str))})
         told = tell(study, trial, values)
     except optuna.exceptions.UpdateFinishedTrialError:

@@ -42,7 +42,9 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
     trial_cfg_path.write_text(yaml.safe_dump(trial_cfg, sort_keys=False))
 
-    baseline = study_record(study).baseline_metrics
+    study_rec = study_record(study)
+    baselines = {int(k): v for k, v in study_rec.baselines_by_threads.items()}
+    compared_threads, baseline = pareto.baseline_for(baselines, record.baseline_threads, study_rec.baseline_metrics)
     document = {
         "study": study.study_name,
         "trial": chosen.number,
@@ -56,6 +58,8 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
         "metrics": dict(sorted(run.data.metrics.items())),
         "baseline_metrics": dict(sorted(baseline.items())),
         "vs_teacher": pareto.deltas(run.data.metrics, baseline),
+        "teacher_measured_on_threads": compared_threads if compared_threads is not None else "all cores (default baseline)",
+        "one_off_costs": dict(sorted(study_rec.oneoff_metrics.items())),
         "meets_constraints": pareto.feasible(chosen),
         "on_pareto_front": chosen.number in {t.number for t in study.best_trials},
         "measured_on": {k: v for k, v in run.data.tags.items() if k.startswith("hw_") or k.startswith("measure_")},

@@ -48,6 +48,14 @@ def deltas(metrics: dict[str, float], baseline: dict[str, float]) -> dict[str, f
     return out
 
 
+def baseline_for(baselines: dict[int, dict[str, float]], threads: int | None,
+                 default: dict[str, float]) -> tuple[int | None, dict[str, float]]:
+    """The teacher measured on the same thread count as the trial, else the default baseline (threads None)."""
+    if threads is not None and threads in baselines:
+        return threads, baselines[threads]
+    return None, default
+
+
 def feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0.0 for v in trial.constraints.values())
 
@@ -62,11 +70,15 @@ class Row:
     run_id: str | None
 
 
-def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float]) -> list[Row]:
+def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float],
+         baselines: dict[int, dict[str, float]] | None = None) -> list[Row]:
+    """Each trial with its deltas against the teacher measured on its own thread count (when known)."""
     out = []
     for t in sorted(trials, key=lambda t: t.number):
         record = trial_record(t)
-        out.append(Row(t.number, dict(t.params), record.metrics, deltas(record.metrics, baseline), feasible(t), record.mlflow_run_id))
+        _, reference = baseline_for(baselines or {}, record.baseline_threads, baseline)
+        out.append(Row(t.number, dict(t.params), record.metrics, deltas(record.metrics, reference), feasible(t),
+                       record.mlflow_run_id))
     return out
 
 
@@ -96,3 +108,76 @@ def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective
         return (sign * value, -accuracy, t.number)
 
     return min(candidates, key=key)
+
+
+# --- noise: intervals, "within noise" and ties -------------------------------------------------------
+Z95 = 1.959964  # two-sided 95 % normal quantile (Wilson score interval)
+EXAMPLES = {M.VAL_ACCURACY: M.VAL_EXAMPLES, M.TEST_ACCURACY: M.TEST_EXAMPLES}
+
+
+def wilson_ci95(p: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95 % interval of a proportion `p` observed on `n` rows."""
+    if n <= 0:
+        raise ValueError(f"a proportion needs n > 0 rows, got {n}")
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return centre - half, centre + half
+
+
+def interval(metrics: dict[str, float], name: str) -> tuple[float, float, str] | None:
+    """(low, high, how) of a quality metric: the 95 % t-interval over seeds when several were trained,
+    else the Wilson interval of the one model's accuracy on its n rows, else None."""
+    if name not in metrics:
+        return None
+    value, ci = metrics[name], metrics.get(M.ci95_name(name))
+    if ci is not None and M.seed_name(name, 1) in metrics:
+        return value - ci, value + ci, "t95 over seeds"
+    rows = metrics.get(EXAMPLES.get(name, ""))
+    if rows:
+        low, high = wilson_ci95(value, int(rows))
+        return low, high, f"Wilson 95 % on {int(rows)} rows"
+    return None
+
+
+def within_noise(student: dict[str, float], teacher: dict[str, float], name: str = M.VAL_ACCURACY) -> bool | None:
+    """True when the student's interval of `name` overlaps the teacher's (None: an interval is missing)."""
+    a, b = interval(student, name), interval(teacher, name)
+    if a is None or b is None:
+        return None
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def latency_noise(metrics: dict[str, float], key: str, rel_tol: float) -> float:
+    """What a latency measurement cannot tell apart: its p90-p50 spread, at least rel_tol of its median."""
+    value = metrics.get(key, 0.0)
+    spread = metrics.get(key.replace("_p50_", "_p90_"), value) - value if "_p50_" in key else 0.0
+    return max(spread, rel_tol * value)
+
+
+def indistinguishable(a: dict[str, float], b: dict[str, float], key: str, rel_tol: float) -> bool:
+    """Whether two trials' values of one objective metric differ by less than its measurement noise."""
+    if key not in a or key not in b:
+        return False
+    va, vb = a[key], b[key]
+    if key.startswith("latency_ms_"):
+        return abs(va - vb) <= max(latency_noise(a, key, rel_tol), latency_noise(b, key, rel_tol))
+    ia, ib = interval(a, key), interval(b, key)
+    if ia is not None and ib is not None:
+        return ia[0] <= vb <= ia[1] and ib[0] <= va <= ib[1]  # each within the other's interval
+    return abs(va - vb) <= rel_tol * max(abs(va), abs(vb))
+
+
+def break_ties(front: Sequence[Row], objective_keys: Sequence[str], rel_tol: float) -> tuple[list[Row], list[str]]:
+    """Front points that no measurement tells apart on every objective are one point: keep the one with
+    fewer parameters, then the lower trial number, and say so ("trial 7 ~ trial 4: tie within noise, kept 4")."""
+    order = sorted(front, key=lambda r: (r.metrics.get(M.PARAMS_TOTAL, math.inf), r.number))
+    kept: list[Row] = []
+    notes: list[str] = []
+    for row in order:
+        twin = next((k for k in kept if all(indistinguishable(row.metrics, k.metrics, key, rel_tol)
+                                            for key in objective_keys)), None)
+        if twin is None:
+            kept.append(row)
+        else:
+            notes.append(f"trial {row.number} ~ trial {twin.number}: tie within noise, kept {twin.number}")
+    return sorted(kept, key=lambda r: r.number), notes

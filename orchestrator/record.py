@@ -40,6 +40,7 @@ class TrialRecord(BaseModel):
     heartbeat: float | None = None
     metrics: dict[str, float] = {}
     pruning: dict[str, Any] = {}
+    baseline_threads: int | None = None  # the thread count of the teacher baseline its deltas/constraints used
 
 
 class StudyRecord(BaseModel):
@@ -56,6 +57,14 @@ class StudyRecord(BaseModel):
     tracking_uri: str | None = None
     baseline_metrics: dict[str, float] = {}
     baseline_run_id: str | None = None
+    # The teacher measured with each thread count a placement measures with ({"4": metrics}): a trial is
+    # compared with the teacher measured on as many threads as it was (pareto.baseline_for).
+    baselines_by_threads: dict[str, dict[str, float]] = {}
+    baseline_run_ids_by_threads: dict[str, str] = {}
+    # The sweep's one-off costs (teacher fine-tune, teacher logits): on the parent run, charged to no row.
+    oneoff_metrics: dict[str, float] = {}
+    oneoff_tags: dict[str, str] = {}
+    measure_method_tags: dict[str, str] = {}  # how energy was estimated (RAPL / TDP / NVML, country), from the baseline
 
 
 def trial_record(t: AnyTrial) -> TrialRecord:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -11,8 +13,9 @@ from rich import box
 from rich.table import Table
 
 from orchestrator import pareto
-from orchestrator.record import trial_point, trial_record
-from orchestrator.spec import Objective
+from orchestrator.plots import PlotPoint, write_pareto_plots
+from orchestrator.record import study_record, trial_point, trial_record
+from orchestrator.spec import SweepSpec
 from trainers import metrics as M
 
 
@@ -20,28 +23,100 @@ def _fmt(value, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title: str) -> Table:
+@dataclass
+class FrontReport:
+    """What the Pareto table says beyond the rows: noise ties, per-thread baselines, one-off costs, methods."""
+
+    front: list[FrozenTrial]  # after ties within noise were broken
+    notes: list[str] = field(default_factory=list)  # "trial 7 ~ trial 4: tie within noise, kept 4"
+    baselines: dict[int, dict[str, float]] = field(default_factory=dict)
+    oneoff: dict[str, float] = field(default_factory=dict)
+    oneoff_tags: dict[str, str] = field(default_factory=dict)
+    method_tags: dict[str, str] = field(default_factory=dict)
+    seeds: int = 1
+
+
+def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTrial] | None = None) -> FrontReport:
+    """Optuna's front with ties within measurement noise broken (pareto.break_ties), and what the caption needs."""
+    record = study_record(study)
+    front = list(study.best_trials if front is None else front)
+    kept_rows, notes = pareto.break_ties(pareto.rows(front, record.baseline_metrics), [o.key for o in spec.objectives],
+                                         spec.measure.rel_tol)
+    kept = {r.number for r in kept_rows}
+    return FrontReport(front=[t for t in front if t.number in kept], notes=notes,
+                       baselines={int(k): v for k, v in record.baselines_by_threads.items()},
+                       oneoff=record.oneoff_metrics, oneoff_tags=record.oneoff_tags,
+                       method_tags=record.measure_method_tags, seeds=spec.training.seeds)
+
+
+def _acc(metrics: dict[str, float], name: str, seeds: int) -> str:
+    value, ci = metrics.get(name), metrics.get(M.ci95_name(name))
+    if value is None:
+        return "-"
+    return f"{value:.4f} ± {ci:.4f}" if seeds > 1 and ci is not None else f"{value:.4f}"
+
+
+def _noise(student: dict[str, float], teacher: dict[str, float]) -> str:
+    return {True: "within noise", False: "", None: "?"}[pareto.within_noise(student, teacher)]
+
+
+def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
+    lines = ["validation decides, test reports: the front and the pick read val acc; test acc is shown, never used to "
+             "choose. Δ in points vs. the teacher; latency p50 at batch 1; ok = meets the constraints"]
+    if report is None:
+        return lines[0]
+    if report.seeds > 1:
+        lines.append(f"students: accuracy = mean ± half-width of the 95 % t-interval over {report.seeds} seeds; latency, "
+                     "memory and energy measured once, on the median-val seed's model")
+    teacher_iv = pareto.interval(baseline, M.VAL_ACCURACY)
+    if teacher_iv is not None:
+        lines.append(f"noise = 'within noise' when the student's val acc interval overlaps the teacher's "
+                     f"({teacher_iv[2]}: {teacher_iv[0]:.4f}-{teacher_iv[1]:.4f}, one teacher training); a one-seed "
+                     "student's interval is the Wilson 95 % interval on its validation rows")
+    lines.extend(f"{note} (latency within p90-p50 spread or measure.rel_tol, accuracies within each other's interval; "
+                 "fewer params, then lower trial number wins)" for note in report.notes)
+    if len(report.baselines) > 1:
+        per = ", ".join(f"{t} threads: {b.get(M.LATENCY_P50_BS1, math.nan):.2f} ms" for t, b in sorted(report.baselines.items()))
+        lines.append(f"each student is compared with the teacher measured on its own thread count ({per}); "
+                     "the teacher row shows the all-core measurement")
+    tags = report.method_tags
+    if tags:
+        sources = "; ".join(f"{part}: {tags[key]}" for part in ("cpu", "gpu", "ram")
+                            if (key := f"emissions_{part}_source_infer_per_1k") in tags)
+        lines.append(f"energy (CodeCarbon, country {tags.get('energy_per_1k_country', '?')}): {sources or 'sources unknown'}")
+    if report.oneoff:
+        parts = ", ".join(f"{name.removeprefix(M.ONEOFF_PREFIX)} {value:.3g}" for name, value in sorted(report.oneoff.items()))
+        paid = report.oneoff_tags.get("oneoff_paid_by")
+        lines.append(f"one-off costs of the sweep (parent run; in no row): {parts}" + (f" - paid by {paid}" if paid else ""))
+    return "\n".join(lines)
+
+
+def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title: str,
+                 report: FrontReport | None = None) -> Table:
     """Validation columns decide (the front, the pick); test columns are reported beside them, labelled."""
-    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
-                  caption="validation decides, test reports: the front and the pick read val acc; test acc is shown, "
-                          "never used to choose. Δ in points vs. the teacher; latency p50 at batch 1; "
-                          "ok = meets the constraints")
-    for col in ("trial", "prune", "T", "alpha", "prec", "val acc", "Δval", "test acc (reported)", "Δtest", "ms",
-                "speedup", "Mparams", "ok"):
+    if report is not None:
+        front = report.front
+    seeds = report.seeds if report is not None else 1
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption(report, baseline),
+                  caption_justify="left")
+    for col in ("trial", "prune", "T", "alpha", "prec", "val acc", "Δval", "noise", "test acc (reported)", "Δtest", "ms",
+                "speedup", "Mparams", "train kWh", "kWh/1k pred", "ok"):
         table.add_column(col, justify="right")
     if baseline:
-        table.add_row("teacher", "0", "-", "-", "fp32", _fmt(baseline.get(M.VAL_ACCURACY)), "0.0",
+        table.add_row("teacher", "0", "-", "-", "fp32", _fmt(baseline.get(M.VAL_ACCURACY)), "0.0", "",
                       _fmt(baseline.get(M.TEST_ACCURACY)), "0.0", _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
-                      _fmt((baseline.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"), "", style="dim")
-    for row in pareto.rows(front, baseline):
+                      _fmt((baseline.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"), "-", _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"),
+                      "", style="dim")
+    for row in pareto.rows(front, baseline, report.baselines if report is not None else None):
         m, d, p = row.metrics, row.deltas, row.params
         table.add_row(
             str(row.number), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",
-            f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), _fmt(m.get(M.VAL_ACCURACY)),
-            _fmt(d.get(f"delta_{M.VAL_ACCURACY}_points"), "+.1f"), _fmt(m.get(M.TEST_ACCURACY)),
+            f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), _acc(m, M.VAL_ACCURACY, seeds),
+            _fmt(d.get(f"delta_{M.VAL_ACCURACY}_points"), "+.1f"), _noise(m, baseline), _acc(m, M.TEST_ACCURACY, seeds),
             _fmt(d.get(f"delta_{M.TEST_ACCURACY}_points"), "+.1f"), _fmt(m.get(M.LATENCY_P50_BS1), ".2f"),
             _fmt(d.get(M.SPEEDUP_BS1), ".2f") + ("x" if d.get(M.SPEEDUP_BS1) else ""),
-            _fmt((m.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"),
+            _fmt((m.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"), _fmt(m.get(M.ENERGY_TRAIN), ".2e"),
+            _fmt(m.get(M.ENERGY_PER_1K), ".2e"),
             "yes" if row.feasible else "no",
         )
     return table
@@ -67,18 +142,29 @@ def trials_table(study: optuna.Study) -> Table:
     return table
 
 
-def pareto_plot(study: optuna.Study, objectives: Sequence[Objective], path: Path) -> Path | None:
-    """Optuna's Pareto-front figure as a self-contained HTML file (plotly.js inlined: opens offline)."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return None
-    names = [o.key for o in objectives]
-    if 2 <= len(names) <= 3:
-        fig = optuna.visualization.plot_pareto_front(study, target_names=names)
-    else:
-        keys = [M.VAL_ACCURACY, M.LATENCY_P50_BS1]
-        fig = optuna.visualization.plot_pareto_front(
-            study, target_names=keys, targets=lambda t: tuple(trial_record(t).metrics.get(k, float("nan")) for k in keys)
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True)
-    return path
+def plot_points(study: optuna.Study, on_front: set[int]) -> list[PlotPoint]:
+    """Every completed trial as a plot point (its parameters, measured metrics, feasibility, front membership)."""
+    return [PlotPoint(number=t.number, params=trial_point(t), metrics=trial_record(t).metrics, feasible=pareto.feasible(t),
+                      on_front=t.number in on_front)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def teacher_point(baseline: dict[str, float]) -> dict[str, float]:
+    """The teacher's metrics, with a `val_accuracy_ci95` (half the Wilson interval) for its error bar."""
+    out = dict(baseline)
+    for name in (M.VAL_ACCURACY, M.TEST_ACCURACY):
+        iv = pareto.interval(baseline, name)
+        if iv is not None and M.ci95_name(name) not in out:
+            out[M.ci95_name(name)] = (iv[1] - iv[0]) / 2
+    return out
+
+
+def write_plots(study: optuna.Study, spec: SweepSpec, out_dir: Path, front: Sequence[FrozenTrial] | None = None) -> list[Path]:
+    """pareto.html and pareto*.png (orchestrator.plots) of the completed trials against the teacher; [] when none."""
+    front = study.best_trials if front is None else front
+    points = plot_points(study, {t.number for t in front})
+    if not points or len(spec.objectives) < 2:
+        return []
+    objectives = [(o.key, o.direction) for o in spec.objectives]
+    return write_pareto_plots(points, teacher_point(study_record(study).baseline_metrics), objectives, spec.constraints,
+                              out_dir, title=f"Pareto front of {study.study_name}")

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from optuna.trial import FrozenTrial, TrialState
 
+from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
 from orchestrator.child_process import Placement
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
 from orchestrator.preparation import run_preparation
+from orchestrator.report import FrontReport, front_report, write_plots
 from orchestrator.record import set_study, study_record, trial_record
 from orchestrator.spec import SpecError, SweepSpec, check_precisions
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
@@ -88,11 +90,28 @@ def open_sweep(
                         metrics={f"data_rows_{k}": v for k, v in _rows(prepared.data_report).items()})
         if prepared.baseline_metrics or has_baseline:
             record_baseline(ctx, log)
+        if prepared.oneoff_metrics:
+            record_oneoff(ctx, log)
         hw = {k: v for k, v in prepared.baseline_tags.items() if k.startswith("hw_")}
         if hw:
             tracker.log(parent, tags=hw)
     ctx.baseline = study_record(study).baseline_metrics or ctx.baseline
+    ctx.baselines.update(load_baselines(ctx))
     return ctx
+
+
+def record_oneoff(ctx: Context, log: Log) -> None:
+    """The sweep's one-off costs (teacher fine-tune, teacher logits) on the parent run, charged to no row."""
+    prep = ctx.prepared
+    ctx.tracker.log(ctx.parent_run_id, metrics=prep.oneoff_metrics, tags=prep.oneoff_tags)
+    set_study(ctx.study, oneoff_metrics=dict(prep.oneoff_metrics), oneoff_tags=dict(prep.oneoff_tags))
+    log("one-off costs (parent run): " + oneoff_line(prep.oneoff_metrics, prep.oneoff_tags))
+
+
+def oneoff_line(metrics: dict[str, float], tags: dict[str, str]) -> str:
+    parts = [f"{name.removeprefix(M.ONEOFF_PREFIX)} {value:.3g}" for name, value in sorted(metrics.items())]
+    paid = tags.get("oneoff_paid_by")
+    return ", ".join(parts) + (f"; paid by {paid}" if paid else "")
 
 
 def _rows(report: dict) -> dict[str, float]:
@@ -133,8 +152,12 @@ def record_baseline(ctx: Context, log: Log) -> None:
         ctx.tracker.log_dict(run_id, prep.baseline_val_per_class_f1, "val_per_class_f1.json")
     ctx.tracker.log_dict(run_id, prep.teacher_meta, "teacher_meta.json")
     ctx.tracker.end(run_id, FINISHED)
-    set_study(study, baseline_metrics=prep.baseline_metrics, baseline_run_id=run_id)
+    set_study(study, baseline_metrics=prep.baseline_metrics, baseline_run_id=run_id,
+              measure_method_tags=method_tags(prep.baseline_tags))
     ctx.baseline = dict(prep.baseline_metrics)
+    threads = measured_threads(prep.baseline_tags)
+    if threads is not None:
+        remember_baseline(ctx, threads, prep.baseline_metrics, run_id)
     b = prep.baseline_metrics
     log(f"baseline (teacher): val accuracy {b.get(M.VAL_ACCURACY, math.nan):.4f}, "
         f"test accuracy {b.get(M.TEST_ACCURACY, math.nan):.4f} (reported), "
@@ -144,11 +167,17 @@ def record_baseline(ctx: Context, log: Log) -> None:
 def run_sweep(ctx: Context, placements: list[Placement], *, stop: threading.Event, log: Log,
               progress: Callable[[], None] | None = None) -> None:
     """Run the sweep's trials until done; KeyboardInterrupt (after recording everything) when stopped."""
+    ensure_baselines(ctx, placements, log)  # the teacher on the same thread counts as the trials
     run_executors(ctx, placements, stop=stop, log=log, progress=progress)
 
 
-def tag_pareto(ctx: Context) -> list[FrozenTrial]:
-    front = ctx.study.best_trials
+def method_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The tags that say how energy and emissions were estimated (RAPL / TDP estimate / NVML, country)."""
+    return {k: v for k, v in tags.items() if k.startswith("energy_per_1k_") or "_source_" in k}
+
+
+def tag_pareto(ctx: Context, front: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    front = ctx.study.best_trials if front is None else front
     on_front = {trial_record(t).mlflow_run_id for t in front}
     for t in ctx.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         run_id = trial_record(t).mlflow_run_id
@@ -162,17 +191,20 @@ class Closed:
     front: list[FrozenTrial]
     counts: dict[str, int]
     plot: Path | None
+    report: FrontReport | None = None
+    plots: list[Path] = field(default_factory=list)
 
 
 def close_sweep(ctx: Context, *, interrupted: bool) -> Closed:
-    """Tag the Pareto front on the trial runs, write and log the plot, end the parent run."""
-    from orchestrator.report import pareto_plot
-
-    front = tag_pareto(ctx)
-    plot = pareto_plot(ctx.study, ctx.spec.objectives, work_dir(ctx.root, ctx.spec.name) / "pareto.html")
-    if plot:
-        ctx.tracker.log_artifacts(ctx.parent_run_id, plot)
+    """Break ties within noise, tag the Pareto front on the trial runs, write and log the plots, end the parent run."""
+    report = front_report(ctx.study, ctx.spec)
+    front = tag_pareto(ctx, report.front)
+    plots = write_plots(ctx.study, ctx.spec, work_dir(ctx.root, ctx.spec.name), front)
+    for path in plots:
+        ctx.tracker.log_artifacts(ctx.parent_run_id, path)
+    if report.notes:
+        ctx.tracker.log(ctx.parent_run_id, tags={"sweep.pareto_ties": "; ".join(report.notes)[:5000]})
     c = counts(ctx.study)
     ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"]})
     ctx.tracker.end(ctx.parent_run_id, KILLED if interrupted else FINISHED)
-    return Closed(front=front, counts=c, plot=plot)
+    return Closed(front=front, counts=c, plot=plots[0] if plots else None, report=report, plots=plots)

@@ -74,10 +74,12 @@ def finish(ctx, *, interrupted: bool, export: bool) -> None:
     from orchestrator.export import export_trial
     from orchestrator.report import pareto_table
     from orchestrator.sweep import close_sweep
+    from orchestrator.tracking import runs_url
 
     closed = close_sweep(ctx, interrupted=interrupted)
     front, c, plot = closed.front, closed.counts, closed.plot
-    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"))
+    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)",
+                               report=closed.report))
     console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
     exported = None
     if export and front:
@@ -91,6 +93,7 @@ def finish(ctx, *, interrupted: bool, export: bool) -> None:
     console.print("\n[bold]Where to look[/bold]")
     root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
     console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
+    console.print(f"  runs:         {runs_url('http://127.0.0.1:5000', ctx.experiment_id)}", highlight=False, soft_wrap=True)
     console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
     console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
     if exported:

@@ -41,6 +41,20 @@ def tiny_encoder(tmp_path_factory) -> Path:
     return out
 
 
+def make_tiny_classifier(out: Path, tiny_encoder: Path, labels: list[str]) -> Path:
+    """A tiny real BERT classifier over `labels` (randomly initialised; enough to train and prune)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=128, vocab_size=30522, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(out)
+    return out
+
+
 def make_topics_csv(path: Path, per_class: int = 40, seed: int = 0) -> Path:
     rng = random.Random(seed)
     lines = ["text,label"]

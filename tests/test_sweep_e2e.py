@@ -45,7 +45,12 @@ def test_launch_logs_parent_baseline_and_one_child_per_trial(launched):
     assert parent.info.status == "FINISHED"
     assert "sweep.git_commit" in parent.data.tags and "sw.torch" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"sweep", "data_report.json", "pareto.html"} <= artifacts
+    assert {"sweep", "data_report.json", "pareto.html", "pareto.png"} <= artifacts
+    # The sweep's one-off costs are on the parent run, and in no row: not the teacher's, not a student's.
+    assert parent.data.metrics["oneoff_teacher_finetune_energy_kwh"] > 0
+    assert "oneoff_teacher_logits_energy_kwh" in parent.data.metrics and "oneoff_paid_by" in parent.data.tags
+    baseline = next(r for r in runs if r.data.tags["sweep.role"] == "baseline")
+    assert not any(k.startswith(("energy_kwh_train", "emissions_kg_co2e_train", "oneoff_")) for k in baseline.data.metrics)
     study = _study(work / "mlruns", "tiny")
     by_run = {t.user_attrs["mlflow_run_id"]: t for t in study.trials}
     for run in runs:
@@ -67,6 +72,7 @@ def test_launch_logs_parent_baseline_and_one_child_per_trial(launched):
             assert m["val_accuracy"] == trial.values[0] and m["latency_ms_p50_bs1"] == trial.values[1]
             assert "speedup_p50_bs1" in m and "delta_val_accuracy_points" in m and "delta_test_accuracy_points" in m
             assert "emissions_kg_co2e_train" in m and "energy_kwh_train" in m
+            assert run.data.tags["sweep.baseline_threads"] and run.data.tags["seed_kept"] == "0"
             names = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"trial_config.yaml", "result.json", "per_class_f1.json", "model"} <= names
     # Pruning really removed weights: the 0.5 students are smaller than the 0.0 ones.
@@ -78,15 +84,23 @@ def test_launch_logs_parent_baseline_and_one_child_per_trial(launched):
 def test_pareto_tags_and_command(launched):
     work, _, _ = launched
     study = _study(work / "mlruns", "tiny")
-    front = {t.user_attrs["mlflow_run_id"] for t in study.best_trials}
+    front = {t.user_attrs["mlflow_run_id"]: t.number for t in study.best_trials}
     _, runs = _runs(work / "mlruns", "tiny")
     trials = [r for r in runs if r.data.tags["sweep.role"] == "trial"]
-    assert {r.info.run_id for r in trials if r.data.tags.get("sweep.pareto_front") == "true"} == front
+    tagged = {r.info.run_id for r in trials if r.data.tags.get("sweep.pareto_front") == "true"}
+    parent = next(r for r in runs if r.data.tags["sweep.role"] == "study")
+    ties = parent.data.tags.get("sweep.pareto_ties", "")
+    # Optuna's front, less the points tied within noise with a kept one (each said so on the parent run)
+    assert tagged <= set(front)
+    for run_id in set(front) - tagged:
+        assert f"trial {front[run_id]} ~ trial" in ties
     out = sweep_cli("pareto", "tiny", cwd=work).stdout
-    assert "teacher" in out and "pareto.html" in out
+    assert "teacher" in out and "pareto.html" in out and "pareto.png" in out and "#/experiments/" in out
     assert "val acc" in out and "test acc (reported)" in out and "validation decides, test reports" in out
-    for t in study.best_trials:
-        assert f"\n {t.number} " in out or f" {t.number}  " in out
+    assert "energy (CodeCarbon, country" in out and "one-off costs of the sweep" in out
+    for run_id, number in front.items():
+        if run_id in tagged:
+            assert f"\n {number} " in out or f" {number}  " in out
 
 
 def test_export_metrics_equal_the_mlflow_run_and_the_config_reproduces(launched):

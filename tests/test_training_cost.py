@@ -9,10 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer
 
-from conftest import TOPICS, make_topics_csv
+from conftest import TOPICS, make_tiny_classifier, make_topics_csv
 from trainers.calibrate import time_training_steps
 from trainers.config import TrainingConfig, TrialConfig
 from trainers.data import DataConfig, encode_cached, load_data
@@ -28,14 +27,7 @@ TRAINING = TrainingConfig(epochs=3, batch_size=16, learning_rate=2e-3, max_seq_l
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, tiny_encoder) -> Path:
     """A tiny real BERT classifier over the topic labels (randomly initialised; enough to train and prune)."""
-    out = tmp_path_factory.mktemp("tiny-classifier")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=128, vocab_size=30522, num_labels=len(LABELS),
-                        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_encoder).save_pretrained(out)
-    return out
+    return make_tiny_classifier(tmp_path_factory.mktemp("tiny-classifier"), tiny_encoder, LABELS)
 
 
 @pytest.fixture(scope="module")

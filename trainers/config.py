@@ -31,6 +31,8 @@ class TrainingConfig(Strict):
         None, ge=1, description="validation accuracy every N optimiser steps (early stopping reads it); None: every epoch"
     )
     seed: int = 0
+    seeds: int = Field(1, ge=1, le=20, description="train each point this many times (seeds seed, seed+1, ...); "
+                       "quality is logged as the mean with _std, _ci95 and per-seed values")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 

@@ -26,7 +26,7 @@ def prepare(job_path: Path):
     from trainers.measure import track_emissions
     from trainers.precision import resolve_device
     from trainers.progress import BASELINE, DATA_REPORT_FILE, ProgressReporter
-    from trainers.teacher import prepare_teacher
+    from trainers.teacher import oneoff_costs, prepare_teacher
     from trainers.inputs import load_and_encode
     from transformers import AutoTokenizer
 
@@ -52,6 +52,7 @@ def prepare(job_path: Path):
         teacher_logits=str(teacher.logits_path), teacher_key=teacher.key, teacher_built_now=teacher.built_now,
         teacher_meta=teacher.meta,
     )
+    result.oneoff_metrics, result.oneoff_tags = oneoff_costs(teacher.meta, built_now=teacher.built_now)
     if job.measure_baseline:
         from trainers.measuring import measure_in_fresh_process
 
@@ -66,8 +67,6 @@ def prepare(job_path: Path):
         result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
         result.baseline_per_class_f1 = measured.per_class_f1
         result.baseline_val_per_class_f1 = measured.val_per_class_f1
-        fine_tune = teacher.meta.get("train_metrics") or {}
-        result.baseline_metrics.update(fine_tune)
     return result
 
 

@@ -49,6 +49,9 @@ class PrepareResult(BaseModel):
     baseline_tags: dict[str, str] = {}
     baseline_per_class_f1: dict[str, float] = {}
     baseline_val_per_class_f1: dict[str, float] = {}
+    oneoff_metrics: dict[str, float] = Field(default_factory=dict, description="the teacher's fine-tune and logits "
+                                             "(oneoff_* names): the sweep's one-off costs, charged to no row")
+    oneoff_tags: dict[str, str] = {}
 
 
 class MeasureJob(BaseModel):

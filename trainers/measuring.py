@@ -11,6 +11,7 @@ Quality is measured on the validation split (`val_*`, decides) and the test spli
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trainers import metrics as M
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureJob, MeasureResult
 from trainers.measure import MeasureConfig, measure_model
@@ -41,6 +43,25 @@ def measure_in_memory(model, test_split, measure_cfg: MeasureConfig, *, precisio
     val_batches = list(batches(val_split, batch_size, shuffle=False)) if _rows(val_split) else None
     return measure_model(deployed, test_batches=test_batches, val_batches=val_batches, num_labels=num_labels,
                          cfg=measure_cfg, autocast=autocast(precision, device), model_dir=model_dir)
+
+
+def score_in_memory(model, encoded: dict, *, precision: str, num_labels: int, batch_size: int,
+                    device: str = "cpu") -> dict[str, float]:
+    """Quality only (val_* and test_*), at the deployed `precision`, on a copy when deploying changes the model
+    (int8 quantises in place): the cheap per-seed measurement; latency, memory and energy are measured once."""
+    from trainers.measure.accuracy import evaluate
+
+    if precision == "int8":
+        device = "cpu"
+    deployed = for_inference(copy.deepcopy(model) if precision == "int8" else model, precision).to(device)
+    out: dict[str, float] = {}
+    for split, (acc, f1) in (("validation", (M.VAL_ACCURACY, M.VAL_MACRO_F1)), ("test", (M.TEST_ACCURACY, M.TEST_MACRO_F1))):
+        if not _rows(encoded.get(split)):
+            continue
+        scores = evaluate(deployed, list(batches(encoded[split], batch_size, shuffle=False)), num_labels=num_labels,
+                          device=device, autocast=autocast(precision, device))
+        out[acc], out[f1] = scores["accuracy"], scores["macro_f1"]
+    return out
 
 
 def _rows(split) -> int:

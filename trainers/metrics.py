@@ -20,6 +20,10 @@ VAL_ACCURACY = "val_accuracy"
 VAL_MACRO_F1 = "val_macro_f1"
 TEST_ACCURACY = "test_accuracy"
 TEST_MACRO_F1 = "test_macro_f1"
+VAL_EXAMPLES = "val_examples"  # rows of the validation split the val_* scores were measured on
+TEST_EXAMPLES = "test_examples"
+# The quality metrics measured once per training seed (their mean is logged under the plain name).
+SEEDED = (VAL_ACCURACY, VAL_MACRO_F1, TEST_ACCURACY, TEST_MACRO_F1)
 
 # --- speed -------------------------------------------------------------------------------------
 LATENCY_P50_BS1 = "latency_ms_p50_bs1"
@@ -41,6 +45,20 @@ EMISSIONS_TRAIN = "emissions_kg_co2e_train"
 ENERGY_PER_1K = "energy_kwh_per_1k_predictions"
 EMISSIONS_PER_1K = "emissions_kg_co2e_per_1k_predictions"
 
+# --- one-off costs of a sweep (logged on the parent run, shown once, charged to no row) ----------
+ONEOFF_PREFIX = "oneoff_"
+ONEOFF_TEACHER_FINETUNE_ENERGY = "oneoff_teacher_finetune_energy_kwh"
+ONEOFF_TEACHER_FINETUNE_EMISSIONS = "oneoff_teacher_finetune_emissions_kg_co2e"
+ONEOFF_TEACHER_LOGITS_ENERGY = "oneoff_teacher_logits_energy_kwh"
+ONEOFF_TEACHER_LOGITS_EMISSIONS = "oneoff_teacher_logits_emissions_kg_co2e"
+# (phase of the teacher's preparation, CodeCarbon's metric for that phase) -> the one-off name
+ONEOFF_NAMES = {
+    ("finetune", "energy_kwh"): ONEOFF_TEACHER_FINETUNE_ENERGY,
+    ("finetune", "emissions_kg_co2e"): ONEOFF_TEACHER_FINETUNE_EMISSIONS,
+    ("logits", "energy_kwh"): ONEOFF_TEACHER_LOGITS_ENERGY,
+    ("logits", "emissions_kg_co2e"): ONEOFF_TEACHER_LOGITS_EMISSIONS,
+}
+
 # --- pruning and vocabulary --------------------------------------------------------------------
 PRUNING_ACHIEVED_RATIO = "pruning_achieved_ratio"
 VOCAB_SIZE_BEFORE = "vocab_size_before"
@@ -59,10 +77,19 @@ SPEEDUP_BS1 = "speedup_p50_bs1"
 # Seeds: a metric measured once per training seed is logged as its mean under the plain name, plus
 # `<name>_std`, `<name>_ci95` (half-width of the 95 % t-interval of the mean) and `<name>_seed<i>`.
 SEED_SUFFIXES = ("_std", "_ci95")
+STD_SUFFIX, CI95_SUFFIX = SEED_SUFFIXES
 
 
 def seed_name(metric: str, seed_index: int) -> str:
     return f"{metric}_seed{seed_index}"
+
+
+def std_name(metric: str) -> str:
+    return metric + STD_SUFFIX
+
+
+def ci95_name(metric: str) -> str:
+    return metric + CI95_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -80,6 +107,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(VAL_MACRO_F1, "fraction 0-1", "macro-averaged F1 on the validation split (decides)", "maximize"),
         MetricInfo(TEST_ACCURACY, "fraction 0-1", "accuracy on the held-out test split (reported only)", "maximize"),
         MetricInfo(TEST_MACRO_F1, "fraction 0-1", "macro-averaged F1 on the test split (reported only)", "maximize"),
+        MetricInfo(VAL_EXAMPLES, "rows", "validation rows the val_* scores were measured on", "maximize"),
+        MetricInfo(TEST_EXAMPLES, "rows", "test rows the test_* scores were measured on", "maximize"),
         MetricInfo(LATENCY_P50_BS1, "ms", "median wall time of one forward pass at batch 1", "minimize"),
         MetricInfo(LATENCY_P90_BS1, "ms", "90th percentile forward-pass time at batch 1", "minimize"),
         MetricInfo(LATENCY_P99_BS1, "ms", "99th percentile forward-pass time at batch 1", "minimize"),
@@ -94,6 +123,10 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(EMISSIONS_TRAIN, "kg CO2e", "emissions of the student's training (CodeCarbon)", "minimize"),
         MetricInfo(ENERGY_PER_1K, "kWh", "inference energy per 1,000 predictions (CodeCarbon)", "minimize"),
         MetricInfo(EMISSIONS_PER_1K, "kg CO2e", "inference emissions per 1,000 predictions (CodeCarbon)", "minimize"),
+        MetricInfo(ONEOFF_TEACHER_FINETUNE_ENERGY, "kWh", "the teacher's fine-tune, paid once per sweep (CodeCarbon)", "minimize"),
+        MetricInfo(ONEOFF_TEACHER_FINETUNE_EMISSIONS, "kg CO2e", "the teacher's fine-tune, paid once per sweep (CodeCarbon)", "minimize"),
+        MetricInfo(ONEOFF_TEACHER_LOGITS_ENERGY, "kWh", "the teacher's logits on the training split, paid once (CodeCarbon)", "minimize"),
+        MetricInfo(ONEOFF_TEACHER_LOGITS_EMISSIONS, "kg CO2e", "the teacher's logits on the training split, paid once (CodeCarbon)", "minimize"),
         MetricInfo(PRUNING_ACHIEVED_RATIO, "fraction 0-1", "encoder attention+FFN weights physically removed", "maximize"),
         MetricInfo(VOCAB_SIZE_BEFORE, "tokens", "tokenizer vocabulary before trimming", "minimize"),
         MetricInfo(VOCAB_SIZE_AFTER, "tokens", "tokenizer vocabulary after trimming", "minimize"),

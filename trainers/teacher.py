@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
+from trainers import metrics as M
 from trainers.config import TrainingConfig
 from trainers.data.load import LoadedData
 from trainers.models import model_fingerprint
@@ -207,11 +208,31 @@ def _build(model_ref, teacher, label_names, encoded, training, out: Path, device
     out.mkdir(parents=True)
     model.save_pretrained(out / "model", safe_serialization=True)
     tokenizer.save_pretrained(out / "model")
-    logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device,
-                            on_step=progress_hooks(progress_dir, TEACHER_LOGITS).get("on_step"))
+    with (emissions("logits") if emissions else contextlib.nullcontext()) as logits_energy:
+        logits = predict_logits(model.to(device), encoded["train"], batch_size=training.eval_batch_size, device=device,
+                                on_step=progress_hooks(progress_dir, TEACHER_LOGITS).get("on_step"))
+    if logits_energy is not None:
+        meta.update(logits_metrics=logits_energy.metrics(), logits_tags=logits_energy.tags())
     save_file({"logits": logits.contiguous()}, str(out / "train_logits.safetensors"))
     meta["train_rows"] = int(logits.shape[0])
     return meta
+
+
+def oneoff_costs(meta: dict, *, built_now: bool) -> tuple[dict[str, float], dict[str, str]]:
+    """The teacher's fine-tune and logits as the sweep's one-off costs (`oneoff_*` names of trainers.metrics):
+    paid once per teacher, charged to no row of the table, neither the teacher's nor a student's."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for phase, key, source in (("finetune", "train_metrics", "train_tags"), ("logits", "logits_metrics", "logits_tags")):
+        for name, value in (meta.get(key) or {}).items():
+            measured = name.rsplit("_", 1)[0]  # energy_kwh_train -> energy_kwh
+            if (phase, measured) in M.ONEOFF_NAMES:
+                metrics[M.ONEOFF_NAMES[(phase, measured)]] = float(value)
+        tags.update({f"oneoff_teacher_{phase}_{k}": str(v) for k, v in (meta.get(source) or {}).items()})
+    if metrics:
+        tags["oneoff_paid_by"] = ("this sweep (the teacher was built now)" if built_now else
+                                  "the sweep that first built this cached teacher (not spent again by this one)")
+    return metrics, tags
 
 
 def load_teacher_logits(path: Path, expected_rows: int) -> torch.Tensor:

@@ -35,7 +35,8 @@ META_FILE = "training.json"
 # field costs a retraining, never a wrong reuse.
 NOT_TRAINING_FIELDS = {"name", "teacher_dir", "teacher_logits", "data_base_dir", "cache_dir", "measure", "precision",
                        "output_dir", "measure_lock", "save_model", "trainings_dir"}
-NOT_TRAINING_SETTINGS = {"eval_batch_size", "eval_every_steps"}  # inside `training:`: evaluation never touches the weights
+# inside `training:`: evaluation never touches the weights; `seeds` is how many trainings, each keyed by its own `seed`
+NOT_TRAINING_SETTINGS = {"eval_batch_size", "eval_every_steps", "seeds"}
 
 
 def training_key(cfg: TrialConfig, *, teacher_fingerprint: str, data_fingerprint: str) -> str:

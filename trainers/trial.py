@@ -18,9 +18,11 @@ from filelock import FileLock
 from trainers.config import TrialConfig
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureResult, TrialResult
-from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory
+from trainers import metrics as M
+from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory, score_in_memory
 from trainers.precision import cpu_numerics, resolve_device, train_precision, unsupported_reason
 from trainers.pruning import load_pruned, save_pruned
+from trainers.seeds import median_index, seed_metrics
 from trainers.student_training import train_student
 
 Log = Callable[[str], None]
@@ -42,17 +44,35 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     timings["load_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    trained = train_student(cfg, student, tokenizer, loaded, encoded, device=device, log=log)
+    seeds = [cfg.training.seed + i for i in range(cfg.training.seeds)]
+    trainings, per_seed = [], []
+    for i, seed in enumerate(seeds):
+        seed_cfg = cfg if i == 0 else cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})
+        if i > 0:
+            torch.manual_seed(seed)
+            student, _ = load_pruned(cfg.teacher_dir)
+            log(f"seed {seed} ({i + 1} of {len(seeds)})")
+        trained = train_student(seed_cfg, student, tokenizer, loaded, encoded, device=device, log=log)
+        trainings.append(trained)
+        if trained.stopped_early:
+            break
+        if len(seeds) > 1:  # quality of every seed's model, in memory; the rest is measured once, on the kept one
+            per_seed.append(score_in_memory(trained.student, encoded, precision=cfg.precision, num_labels=loaded.num_labels,
+                                            batch_size=cfg.training.eval_batch_size, device=device))
     timings["train_s"] = time.perf_counter() - t1
+    kept = _kept_seed(per_seed) if len(per_seed) == len(seeds) > 1 else 0
+    trained = trainings[kept] if not trainings[-1].stopped_early else trainings[-1]
     stats = trained.stats
-    training_metrics = {**trained.metrics, "train_seconds": stats["seconds"], "train_steps": float(stats["steps"]),
-                        "train_loss_final": stats["final_loss"]}
+    training_metrics = {**_training_cost([t.metrics for t in trainings]),
+                        "train_seconds": sum(t.stats["seconds"] for t in trainings),
+                        "train_steps": float(stats["steps"]), "train_loss_final": stats["final_loss"]}
     if stats["val_accuracy"]:  # during training, at the training precision; val_accuracy is the deployed model's
         training_metrics["train_val_accuracy_last_epoch"] = stats["val_accuracy"][-1]
     precision = train_precision(cfg.precision)
+    seed_tags = _seed_tags(seeds, kept, per_seed)
     shared = {"training_key": trained.key, "reused_training_of": trained.reused_from}
     if trained.stopped_early:  # pruned on request: what it spent so far, nothing measured
-        result = TrialResult(metrics=training_metrics, tags={**trained.tags, "precision_train": precision, **numerics},
+        result = TrialResult(metrics=training_metrics, tags={**trained.tags, **seed_tags, "precision_train": precision, **numerics},
                              params=_params(cfg), pruned=True, timings=timings, **shared)
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
@@ -84,7 +104,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
                                      val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
-    metrics = {**measured.metrics, **training_metrics}
+    # Quality: the mean over the seeds under the plain names (+ _std, _ci95, _seed<i>); the rest: the kept seed's model.
+    metrics = {**measured.metrics, **training_metrics, **seed_metrics(per_seed)}
     summary = trained.summary
     for key in ("target_ratio", "achieved_ratio", "params_total_before", "params_total_after",
                 "params_encoder_before", "params_encoder_after"):
@@ -93,7 +114,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         metrics[f"pruning_heads_layer{i}"] = float(heads)
         metrics[f"pruning_ffn_width_layer{i}"] = float(ffn)
 
-    tags = {**measured.tags, **trained.tags,
+    tags = {**measured.tags, **trained.tags, **seed_tags,
             "precision_train": precision, "precision_measured": cfg.precision,
             "pruning_method": cfg.pruning.method, **numerics}
     result = TrialResult(
@@ -104,6 +125,35 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+def _kept_seed(per_seed: list[dict[str, float]]) -> int:
+    """The seed whose model is measured and saved: the median validation accuracy (representative, not cherry-picked)."""
+    if not all(M.VAL_ACCURACY in s for s in per_seed):
+        return 0
+    return median_index([s[M.VAL_ACCURACY] for s in per_seed])
+
+
+def _seed_tags(seeds: list[int], kept: int, per_seed: list[dict[str, float]]) -> dict[str, str]:
+    if len(seeds) == 1:
+        return {"seeds": str(seeds[0]), "seed_kept": str(seeds[0]), "seed_kept_reason": "one seed"}
+    why = (f"median validation accuracy of {len(seeds)} seeds (the lower median for an even count): representative, "
+           "not the best" if per_seed and all(M.VAL_ACCURACY in s for s in per_seed) else "no validation split: the first seed")
+    return {"seeds": ",".join(map(str, seeds)), "seed_kept": str(seeds[kept]), "seed_kept_index": str(kept),
+            "seed_kept_reason": why,
+            "seeds_scope": (f"val_*/test_* accuracy and macro F1: mean over {len(seeds)} seeds (+ _std, _ci95 = 95 % t-interval "
+                            "half-width, _seed<i>), each seed's model scored in memory at the deployed precision; latency, "
+                            "memory, energy, size: the kept seed's model only; training energy and seconds: all seeds summed")}
+
+
+def _training_cost(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """The training cost of a point: energy and emissions summed over its seed trainings, memory the largest."""
+    out: dict[str, float] = {}
+    for metrics in per_seed:
+        for name, value in metrics.items():
+            additive = name.startswith(("energy_", "emissions_"))
+            out[name] = out.get(name, 0.0) + value if additive else max(out.get(name, value), value)
+    return out
 
 
 def _params(cfg: TrialConfig) -> dict:

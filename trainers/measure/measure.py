@@ -110,9 +110,11 @@ def measure_model(
 
     metrics[M.TEST_ACCURACY] = scores["accuracy"]
     metrics[M.TEST_MACRO_F1] = scores["macro_f1"]
+    metrics[M.TEST_EXAMPLES] = float(scores["num_examples"])
     if val is not None:
         metrics[M.VAL_ACCURACY] = val["accuracy"]
         metrics[M.VAL_MACRO_F1] = val["macro_f1"]
+        metrics[M.VAL_EXAMPLES] = float(val["num_examples"])
     for stats in latency.values():
         metrics.update(stats.metrics())
         tags.update(stats.tags())
