@@ -34,10 +34,13 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
     # CPU executors of one machine take turns to measure, or parallel trials would slow each other's timings.
     lock = (ctx.root / "cache" / "measure.lock").resolve() if placement is not None and placement.gpu is None else None
     out = (work_dir(ctx.root, spec.name) / f"trial-{number:04d}").resolve()
+    trimmed = params.get("vocabulary") == "trimmed"  # the student starts from the vocabulary-trimmed teacher
+    teacher_dir = prep.trimmed_teacher_dir if trimmed else prep.teacher_dir
+    teacher_logits = prep.trimmed_teacher_logits if trimmed else prep.teacher_logits
     return TrialConfig(
         name=f"{spec.name}/trial-{number}",
-        teacher_dir=prep.teacher_dir,
-        teacher_logits=Path(prep.teacher_logits) if prep.teacher_logits else None,
+        teacher_dir=teacher_dir,
+        teacher_logits=Path(teacher_logits) if teacher_logits else None,
         data=spec.data,
         data_base_dir=spec.base_dir,
         cache_dir=(ctx.root / "cache" / "data").resolve(),
@@ -54,7 +57,7 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict:
-    """The four compression parameters; queued (grid/retry) trials get their fixed values back."""
+    """The compression parameters (spec.DIMENSIONS); queued (grid/retry) trials get their fixed values back."""
     params = {}
     for name in DIMENSIONS:
         space = getattr(spec.search_space, name)
@@ -104,6 +107,8 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         threads = measured_threads(result.tags) or placement_threads(placement, spec.measure.threads)
         baseline_threads, baseline = pareto.baseline_for(ctx.baselines, threads, ctx.baseline)
         metrics = {**result.metrics, **pareto.deltas(result.metrics, baseline)}
+        if params.get("vocabulary") == "trimmed":
+            metrics.update(ctx.prepared.vocabulary_metrics)  # vocab size before/after, tokens lost, params saved
         missing = [o.key for o in spec.objectives if o.key not in metrics or not finite([metrics[o.key]])]
         if missing:
             reason = f"objective metric(s) {missing} were not measured; measured: {sorted(result.metrics)}"

@@ -36,6 +36,7 @@ def run_preparation(spec: SweepSpec, root: Path, *, measure_baseline: bool, log:
         cache_dir=(root / "cache").resolve(),
         measure_baseline=measure_baseline,
         output_dir=out.resolve(),
+        vocabulary=spec.vocabulary,  # a relative corpus resolves against data_base_dir, the sweep file's folder
     )
     job_path, result_path, log_path = out / "job.json", out / "result.json", out / "worker.log"
     job_path.write_text(job.model_dump_json(indent=2))

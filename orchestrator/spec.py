@@ -21,8 +21,11 @@ from trainers.measure.config import MeasureConfig
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
 from trainers.pruning.config import PruningConfig
 from trainers.teacher import TeacherConfig
+from trainers.vocab.config import VocabularyConfig
 
-DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision")
+DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision", "runtime", "vocabulary")
+RUNTIMES = ("torch", "onnxruntime")  # how the student runs when it is measured (and deployed)
+VOCABULARIES = ("full", "trimmed")  # the teacher's vocabulary as shipped, or trimmed per the `vocabulary:` section
 
 # `export.pick` rules -> (the metric each one ranks by, direction); all read validation or model metrics.
 PICK_RULES = {
@@ -65,8 +68,11 @@ class SearchSpace(Strict):
     distill_temperature: Numeric = [1.0]
     distill_alpha: Numeric = [0.0]
     precision: list[str] | str = ["fp32"]
+    runtime: list[str] | str = ["torch"]
+    vocabulary: list[str] | str = ["full"]
 
-    @field_validator("pruning_ratio", "distill_temperature", "distill_alpha", "precision", mode="after")
+    @field_validator("pruning_ratio", "distill_temperature", "distill_alpha", "precision", "runtime", "vocabulary",
+                     mode="after")
     @classmethod
     def _as_list(cls, v):
         if isinstance(v, (int, float, str)):
@@ -84,9 +90,10 @@ class SearchSpace(Strict):
             bad = [v for v in values if not lo <= v <= hi]
             if bad:
                 raise ValueError(f"{name}: {bad} outside the allowed [{lo}, {hi}]")
-        unknown = [p for p in self.precision if p not in PRECISIONS]
-        if unknown:
-            raise ValueError(f"precision: {unknown} unknown; expected any of {list(PRECISIONS)}")
+        for name, known in (("precision", PRECISIONS), ("runtime", RUNTIMES), ("vocabulary", VOCABULARIES)):
+            unknown = [v for v in getattr(self, name) if v not in known]
+            if unknown:
+                raise ValueError(f"{name}: {unknown} unknown; expected any of {list(known)}")
         return self
 
     def is_grid(self) -> bool:
@@ -201,6 +208,7 @@ class SweepSpec(Strict):
     training: TrainingConfig = TrainingConfig()
     pruning: PruningConfig = PruningConfig()
     measure: MeasureConfig = MeasureConfig()
+    vocabulary: VocabularyConfig = VocabularyConfig()
     search_space: SearchSpace = SearchSpace()
     sampler: Sampler = Sampler()
     objectives: list[Objective] = Field(
@@ -224,6 +232,13 @@ class SweepSpec(Strict):
         names = [o.key for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objectives: duplicate metric in {names}")
+        trimmed = "trimmed" in self.search_space.vocabulary
+        if trimmed and self.vocabulary.trim == "none":
+            raise ValueError("search_space.vocabulary lists 'trimmed' but vocabulary.trim is 'none'; "
+                             "set vocabulary.trim to 'corpus' or 'top_k'")
+        if not trimmed and self.vocabulary.trim != "none":
+            raise ValueError(f"vocabulary.trim is {self.vocabulary.trim!r} but search_space.vocabulary has no "
+                             "'trimmed' value, so no student would use it; add 'trimmed' (e.g. [full, trimmed])")
         return self
 
     @property
@@ -266,6 +281,10 @@ def load_sweep(path: str | Path, *, check_hardware: bool = True) -> SweepSpec:
         lines = [f"{path}: field {_where(e['loc'])}: {e['msg']}" + _got(e) for e in exc.errors()]
         raise SpecError("\n".join(lines)) from None
     spec.source = path.resolve()
+    try:
+        spec.vocabulary.corpus_path(spec.base_dir)
+    except ValueError as exc:
+        raise SpecError(f"{path}: field {exc}") from None
     if check_hardware:
         check_precisions(spec, path)
     return spec

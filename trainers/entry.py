@@ -26,7 +26,7 @@ def prepare(job_path: Path):
     from trainers.measure import track_emissions
     from trainers.precision import resolve_device
     from trainers.progress import BASELINE, DATA_REPORT_FILE, ProgressReporter
-    from trainers.teacher import oneoff_costs, prepare_teacher
+    from trainers.teacher import oneoff_costs, prepare_teacher, prepare_trimmed_teacher
     from trainers.inputs import load_and_encode
     from transformers import AutoTokenizer
 
@@ -53,6 +53,12 @@ def prepare(job_path: Path):
         teacher_meta=teacher.meta,
     )
     result.oneoff_metrics, result.oneoff_tags = oneoff_costs(teacher.meta, built_now=teacher.built_now)
+    if job.vocabulary.trim != "none":  # students of the `trimmed` vocabulary start from this teacher instead
+        trimmed = prepare_trimmed_teacher(teacher, job.vocabulary, loaded=loaded, base_dir=job.data_base_dir,
+                                          training=job.training, data_cache_dir=job.cache_dir / "data", device=device,
+                                          log=_log)
+        result.trimmed_teacher_dir, result.trimmed_teacher_logits = str(trimmed.model_dir), str(trimmed.logits_path)
+        result.vocabulary_metrics = dict(trimmed.meta.get("vocabulary", {}).get("metrics", {}))
     if job.measure_baseline:
         from trainers.measuring import measure_in_fresh_process
 

@@ -15,6 +15,7 @@ from trainers.config import TrainingConfig, TrialConfig
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
 from trainers.teacher import TeacherConfig
+from trainers.vocab.config import VocabularyConfig
 
 
 class PrepareJob(BaseModel):
@@ -31,6 +32,7 @@ class PrepareJob(BaseModel):
     cache_dir: Path
     measure_baseline: bool = True
     output_dir: Path
+    vocabulary: VocabularyConfig = VocabularyConfig()
 
 
 class PrepareResult(BaseModel):
@@ -45,6 +47,9 @@ class PrepareResult(BaseModel):
     teacher_key: str = ""
     teacher_built_now: bool = False
     teacher_meta: dict[str, Any] = {}
+    trimmed_teacher_dir: str = Field("", description="the teacher with its vocabulary trimmed ('' when not asked for)")
+    trimmed_teacher_logits: str = ""
+    vocabulary_metrics: dict[str, float] = Field(default_factory=dict, description="the trim's vocab_* metrics")
     baseline_metrics: dict[str, float] = {}
     baseline_tags: dict[str, str] = {}
     baseline_per_class_f1: dict[str, float] = {}
