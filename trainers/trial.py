@@ -25,7 +25,8 @@ from trainers.data import encode_cached, load_data
 from trainers.jobs import MeasureJob, MeasureResult, TrialResult
 from trainers.measure import MeasureConfig, measure_model, track_emissions, track_memory
 from trainers.precision import autocast, cpu_numerics, for_inference, resolve_device, train_precision, unsupported_reason
-from trainers.pruning import load_pruned, make_pruner, pruning_summary, save_pruned
+from trainers.deploy.student import save_student
+from trainers.pruning import load_pruned, make_pruner, pruning_summary
 from trainers.teacher import load_teacher_logits
 from trainers.train import batches, train
 
@@ -98,7 +99,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     model_dir = None
     if cfg.save_model:
         model_dir = cfg.output_dir / "model"
-        save_pruned(student, tokenizer, plan, model_dir)
+        save_student(student, tokenizer, plan, model_dir, precision=cfg.precision, validation=encoded["validation"],
+                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads())
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
 
     t2 = time.perf_counter()
@@ -155,7 +157,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
 
 
 def _compression(cfg: TrialConfig) -> dict:
-    return {"precision": cfg.precision, "pruning_ratio": cfg.pruning_ratio, "pruning_method": cfg.pruning.method,
+    return {"precision": cfg.precision, "runtime": cfg.runtime, "pruning_ratio": cfg.pruning_ratio, "pruning_method": cfg.pruning.method,
             "distill_alpha": cfg.distill_alpha, "distill_temperature": cfg.distill_temperature}
 
 
