@@ -53,7 +53,8 @@ def logits(model, b) -> torch.Tensor:
 
 
 CLEAN_LOAD = textwrap.dedent("""
-    import json, sys
+    import json, os, sys
+    import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification
     folder, inputs, out = sys.argv[1:4]
@@ -61,8 +62,14 @@ CLEAN_LOAD = textwrap.dedent("""
     model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
     with torch.inference_mode():
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+    result = {"logits": logits.tolist(), "dtypes": sorted({str(p.dtype) for p in model.parameters()})}
+    if os.path.exists(os.path.join(folder, "model.onnx")):
+        import onnxruntime as ort
+        session = ort.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+        feeds = {k: b[k].numpy().astype(np.int64) for k in ("input_ids", "attention_mask")}
+        result["onnx_logits"] = session.run(["logits"], feeds)[0].tolist()
     assert not any(m.split(".")[0] in ("trainers", "orchestrator") for m in sys.modules), "project imported"
-    json.dump({"logits": logits.tolist(), "dtypes": sorted({str(p.dtype) for p in model.parameters()})}, open(out, "w"))
+    json.dump(result, open(out, "w"))
 """)
 
 
@@ -156,3 +163,38 @@ def test_impossible_runtime_combinations_are_named_before_loading(tmp_path):
     assert runtime_unsupported_reason("onnxruntime", "int8") is None
     with pytest.raises(ValueError, match="onnxruntime with precision bf16"):
         load_for_inference(tmp_path / "nothing-there", "bf16", "onnxruntime")
+
+
+def test_an_int8_folder_exports_the_values_its_int8_weights_hold(tmp_path):
+    model, plan = pruned_student()
+    folder = save_pruned(model, None, plan, tmp_path / "s", precision="int8")
+    served = load_for_inference(folder, "fp32", "onnxruntime", threads=1)  # model.onnx made on first use
+    assert (folder / "model.onnx").exists()
+    from trainers.deploy.onnx_export import dequantised
+
+    int8_model, _ = load_pruned(folder)
+    b = rows()
+    torch.testing.assert_close(logits(served, b), logits(dequantised(int8_model), b), atol=1e-4, rtol=0)
+    assert not torch.equal(logits(served, b), logits(model, b))  # the int8 values, not the trained fp32 ones
+
+
+def test_export_paths_become_relative_to_the_export_folder(tmp_path):
+    from orchestrator.export import relative_to
+
+    base = tmp_path / "exports" / "demo"
+    doc = {"teacher_dir": str(tmp_path / "mlruns" / "cache" / "t"), "uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+           "nested": [{"p": str(base / "model")}], "n": 3, "plain": "fp32"}
+    assert relative_to(doc, base) == {"teacher_dir": "../../mlruns/cache/t", "uri": "sqlite:///../../mlruns/mlflow.db",
+                                      "nested": [{"p": "model"}], "n": 3, "plain": "fp32"}
+
+
+def test_trial_config_takes_a_runtime():
+    from pydantic import ValidationError
+
+    from trainers.config import TrialConfig
+
+    base = {"teacher_dir": "t", "data": {"path": "d.csv"}}
+    assert TrialConfig.model_validate(base).runtime == "torch"
+    assert TrialConfig.model_validate({**base, "runtime": "onnxruntime"}).runtime == "onnxruntime"
+    with pytest.raises(ValidationError, match="runtime"):
+        TrialConfig.model_validate({**base, "runtime": "tensorrt"})

@@ -60,3 +60,6 @@ class TrialConfig(Strict):
         None, description="a lock file shared by the workers of one machine: CPU measurements run one at a time"
     )
     save_model: bool = True
+    export_onnx: bool = Field(
+        True, description="write model.onnx + model.int8.onnx and their parity check (onnx_parity.json) beside the saved student"
+    )

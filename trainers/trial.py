@@ -100,7 +100,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     if cfg.save_model:
         model_dir = cfg.output_dir / "model"
         save_student(student, tokenizer, plan, model_dir, precision=cfg.precision, validation=encoded["validation"],
-                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads())
+                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads(), onnx=cfg.export_onnx)
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
 
     t2 = time.perf_counter()

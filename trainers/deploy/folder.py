@@ -43,7 +43,7 @@ def portable_config(model: nn.Module, precision: str) -> Any:
     cfg_cls, model_cls = FAMILIES[base_model_type(model.config)]
     fields = model.config.to_dict()
     for key in ("model_type", "architectures", "auto_map", "num_attention_heads_per_layer",
-                "intermediate_size_per_layer", "weight_dtype", "dtype", "torch_dtype"):
+                "intermediate_size_per_layer", "weight_dtype", "dtype", "torch_dtype", "_name_or_path", "name_or_path"):
         fields.pop(key, None)
     blocks = encoder_blocks(model)
     config = cfg_cls(

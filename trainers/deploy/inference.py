@@ -41,9 +41,6 @@ def onnx_path(model_dir: str | Path, precision: str) -> Path:
         from trainers.pruning.io import load_pruned
 
         model, _ = load_pruned(model_dir)
-        if json.loads((model_dir / "config.json").read_text()).get("weight_dtype") == "int8":
-            raise FileNotFoundError(f"{model_dir}: no {ONNX_FILE}, and int8 weights cannot be exported back to an "
-                                    "fp32 graph; trials write model.onnx when they save the student")
         export_onnx(model, fp32)
     if precision == "fp32":
         return fp32

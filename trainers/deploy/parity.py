@@ -56,9 +56,10 @@ def export_with_parity(model: nn.Module, model_dir: str | Path, batches: Iterabl
         ref = _logits(fp32, batches)
         ort32 = _logits(OrtClassifier(model_dir / ONNX_FILE, fp32.config, threads=threads), batches)
         diff = float((ref - ort32).abs().max())
-        torch_int8 = _accuracy(_logits(quantise_int8(fp32), batches), labels)
-        ort_int8 = _accuracy(_logits(OrtClassifier(model_dir / ONNX_INT8_FILE, fp32.config, threads=threads), batches),
-                             labels)
+        torch_int8_logits = _logits(quantise_int8(fp32), batches)
+        ort_int8_logits = _logits(OrtClassifier(model_dir / ONNX_INT8_FILE, fp32.config, threads=threads), batches)
+        torch_int8, ort_int8 = _accuracy(torch_int8_logits, labels), _accuracy(ort_int8_logits, labels)
+        agreement = float((torch_int8_logits.argmax(-1) == ort_int8_logits.argmax(-1)).double().mean())
         points = abs(torch_int8 - ort_int8) * 100
         record.update(rows=int(labels.numel()), fp32={
             "compared": "logits of torch fp32 and ONNX Runtime fp32 (model.onnx) on the same rows",
@@ -68,6 +69,7 @@ def export_with_parity(model: nn.Module, model_dir: str | Path, batches: Iterabl
                         "Runtime int8 (quantize_dynamic, QInt8 per-channel weights) on the same labelled rows",
             "torch_int8_accuracy": torch_int8, "onnxruntime_int8_accuracy": ort_int8,
             "fp32_accuracy": _accuracy(ref, labels), "diff_points": points,
+            "agreement": agreement,  # fraction of rows where both int8 models predict the same label
             "tolerance_points": INT8_MAX_DIFF_POINTS, "ok": points <= INT8_MAX_DIFF_POINTS,
         })
     record["ok"] = bool(record.get("fp32", {}).get("ok", True) and record.get("int8", {}).get("ok", True))
