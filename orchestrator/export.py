@@ -1,24 +1,71 @@
-"""Export the picked trial for deployment: its config, its measured metrics and its model.
+"""Export the picked trial for deployment: a portable folder with its config, metrics, model card and model.
 
 The metrics are read back from the trial's MLflow run (not recomputed), so the exported numbers
 are exactly those the user browsed; the model comes from the run's artifacts, so export works from
-any machine that can reach the tracking server.
+any machine that can reach the tracking server. Nothing in the export names a path of the machine
+that ran the sweep: paths are relative to the export folder, commands are run from it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
 from optuna.trial import TrialState
 
 from orchestrator import pareto
+from orchestrator.model_card import model_card
 from orchestrator.record import study_record, trial_record
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
 from trainers import metrics
+
+MEASURED_ON_PREFIXES = ("hw_", "measure_", "unit_", "latency_bs", "memory_scope", "emissions_scope", "accuracy_scope",
+                        "cpu_", "precision_", "runtime")
+
+
+def relative_to(value: Any, base: Path) -> Any:
+    """`value` with every absolute path (plain, or inside a sqlite:/// or file:// URI) made relative to `base`."""
+    if isinstance(value, dict):
+        return {k: relative_to(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_to(v, base) for v in value]
+    if not isinstance(value, str):
+        return value
+    for scheme in ("sqlite:///", "file://", ""):
+        rest = value[len(scheme):]
+        if value.startswith(scheme) and rest.startswith("/"):
+            return scheme + os.path.relpath(rest, base)
+    return value
+
+
+def _ensure_onnx(model_dir: Path, spec: SweepSpec, cache_dir: Path) -> None:
+    """model.onnx, model.int8.onnx and onnx_parity.json beside the weights, made now (on the validation split)
+    for a trial that did not write them."""
+    from trainers.deploy.parity import PARITY_FILE, export_with_parity
+    from trainers.pruning import load_pruned
+    from trainers.train import batches
+    from trainers.inputs import load_and_encode
+
+    if (model_dir / PARITY_FILE).exists():
+        return
+    model, tokenizer = load_pruned(model_dir)
+    _, encoded = load_and_encode(spec.data, spec.base_dir, tokenizer, max_seq_len=spec.training.max_seq_len,
+                                 cache_dir=cache_dir)
+    rows = batches(encoded["validation"], spec.training.eval_batch_size, shuffle=False)
+    export_with_parity(model, model_dir, rows, threads=spec.measure.resolved_threads())
+
+
+def _shapes(model_dir: Path) -> dict:
+    """Per-layer head counts and FFN widths as the exported model's config.json records them."""
+    config = json.loads((model_dir / "config.json").read_text())
+    return {"heads_per_layer": config.get("num_attention_heads_per_layer"),
+            "ffn_per_layer": config.get("intermediate_size_per_layer")}
 
 
 def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule: str, out_dir: Path) -> dict:
@@ -31,27 +78,37 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     run = tracker.client.get_run(run_id)
 
     out_dir = Path(out_dir)
+    base = out_dir.resolve()
     staging = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     tracker.download(run_id, "model", staging)
     trial_cfg_path = Path(tracker.download(run_id, "trial_config.yaml", staging))
     trial_cfg = yaml.safe_load(trial_cfg_path.read_text())
-    trial_cfg["output_dir"] = str((out_dir / "reproduced").resolve())
+    cache = Path(trial_cfg.get("cache_dir", "mlruns/cache/data")).resolve()  # <root>/cache/data
+    _ensure_onnx(staging / "model", spec, cache)
+    root_flag = f" --root {os.path.relpath(cache.parent.parent, base)}" if cache.parent.name == "cache" else ""
+    trial_cfg["output_dir"] = "reproduced"
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
-    trial_cfg_path.write_text(yaml.safe_dump(trial_cfg, sort_keys=False))
+    data_base = Path(trial_cfg.get("data_base_dir", ".")).resolve()
+    trial_cfg["data"] = relative_to(trial_cfg.get("data", {}), data_base)  # data paths resolve against data_base_dir
+    trial_cfg_path.write_text(yaml.safe_dump(relative_to(trial_cfg, base), sort_keys=False))
 
     study_rec = study_record(study)
     baselines = {int(k): v for k, v in study_rec.baselines_by_threads.items()}
     compared_threads, baseline = pareto.baseline_for(baselines, record.baseline_threads, study_rec.baseline_metrics)
+    sweep_file = os.path.relpath(Path(spec.source).resolve(), base) if spec.source else "SWEEP.yaml"
+    parity_file = staging / "model" / "onnx_parity.json"
     document = {
         "study": study.study_name,
         "trial": chosen.number,
         "pick": rule,
-        "mlflow": {"run_id": run_id, "tracking_uri": tracker.uri, "experiment_id": run.info.experiment_id},
+        "mlflow": {"run_id": run_id, "tracking_uri": relative_to(tracker.uri, base),
+                   "experiment_id": run.info.experiment_id},
         "hyperparameters": dict(chosen.params),
-        "pruning": {"method": spec.pruning.method, **record.pruning},
+        "pruning": {"method": spec.pruning.method, **_shapes(staging / "model"), **record.pruning},
+        "max_seq_len": trial_cfg.get("training", {}).get("max_seq_len"),
         "chosen_on": "validation metrics (val_*); test_* are reported, never used to choose",
         "validation": {k: v for k, v in sorted(run.data.metrics.items()) if k.startswith("val_")},
         "test_reported": {k: v for k, v in sorted(run.data.metrics.items()) if metrics.is_test_metric(k)},
@@ -62,12 +119,17 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
         "one_off_costs": dict(sorted(study_rec.oneoff_metrics.items())),
         "meets_constraints": pareto.feasible(chosen),
         "on_pareto_front": chosen.number in {t.number for t in study.best_trials},
-        "measured_on": {k: v for k, v in run.data.tags.items() if k.startswith("hw_") or k.startswith("measure_")},
+        "measured_on": {k: v for k, v in run.data.tags.items() if k.startswith(MEASURED_ON_PREFIXES)},
         "model": "model/",
-        "reproduce": f"sweep trial {(out_dir / 'trial_config.yaml').resolve()}",
-        "measure": f"sweep measure {(out_dir / 'model').resolve()} --sweep {spec.source}",
+        "onnx": {"fp32": "model/model.onnx", "int8": "model/model.int8.onnx"},
+        "onnx_parity": json.loads(parity_file.read_text()),
+        "run_from": "this folder (the commands below use paths relative to it)",
+        "reproduce": "sweep trial trial_config.yaml",
+        "measure": f"sweep measure model --sweep {sweep_file}{root_flag}",
     }
+    document = relative_to(document, base)
     (staging / "config.yaml").write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    (staging / "README.md").write_text(model_card(document))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return document

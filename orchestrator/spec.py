@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainers import metrics
 from trainers.config import TrainingConfig
+from trainers.deploy.inference import runtime_unsupported_reason
 from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
@@ -100,9 +101,11 @@ class SearchSpace(Strict):
         return all(isinstance(getattr(self, d), list) for d in DIMENSIONS)
 
     def grid(self) -> list[dict]:
-        """Every combination, in a stable order (the order grid points are run)."""
+        """Every combination a runtime can serve, in a stable order (the order grid points are run):
+        onnxruntime serves fp32 and int8 only, so its bf16/fp16 combinations are left out."""
         values = [getattr(self, d) for d in DIMENSIONS]
-        return [dict(zip(DIMENSIONS, combo)) for combo in itertools.product(*values)]
+        points = [dict(zip(DIMENSIONS, combo)) for combo in itertools.product(*values)]
+        return [p for p in points if runtime_unsupported_reason(p["runtime"], p["precision"]) is None]
 
 
 def _decision_metric(name: str) -> str:
@@ -232,6 +235,13 @@ class SweepSpec(Strict):
         names = [o.key for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objectives: duplicate metric in {names}")
+        space = self.search_space
+        if self.sampler.type != "grid" and "onnxruntime" in space.runtime and set(space.precision) - {"fp32", "int8"}:
+            raise ValueError(f"search_space: runtime onnxruntime serves fp32 and int8 only, and sampler "
+                             f"{self.sampler.type} could pair it with {sorted(set(space.precision) - {'fp32', 'int8'})}; "
+                             "use the grid sampler (it leaves those pairs out) or drop them")
+        if not space.grid():
+            raise ValueError("search_space: no combination of precision and runtime can run")
         trimmed = "trimmed" in self.search_space.vocabulary
         if trimmed and self.vocabulary.trim == "none":
             raise ValueError("search_space.vocabulary lists 'trimmed' but vocabulary.trim is 'none'; "

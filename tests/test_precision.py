@@ -25,14 +25,31 @@ def test_fp32_and_int8_train_without_autocast():
     assert train_precision("int8") == "fp32" and train_precision("bf16") == "bf16"
 
 
-def test_int8_quantises_every_linear_layer():
+def test_int8_quantises_every_linear_layer_with_int8_weights_close_to_fp32():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(3, 8)
+    expected = model(x).detach()
     q = for_inference(model, "int8")
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from trainers.deploy.modeling_pruned import Int8Linear
 
-    assert sum(isinstance(m, DynamicLinear) for m in q.modules()) == 2
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 2
     assert not any(type(m) is nn.Linear for m in q.modules())
-    assert q(torch.randn(3, 8)).shape == (3, 2)
+    assert all(m.weight.dtype == torch.int8 for m in q.modules() if isinstance(m, Int8Linear))
+    out = q(x)
+    assert out.shape == (3, 2)
+    torch.testing.assert_close(out, expected, atol=0.05, rtol=0.05)  # int8 rounding, not a different function
+    assert not torch.equal(out, expected)
+
+
+def test_int8_path_uses_no_deprecated_quantisation_api():
+    import inspect
+
+    import trainers.deploy.modeling_pruned as modeling
+    import trainers.precision as precision
+
+    for module in (precision, modeling):
+        assert "quantize_dynamic" not in inspect.getsource(module) and "torch.ao" not in inspect.getsource(module)
 
 
 def test_impossible_combinations_are_named():

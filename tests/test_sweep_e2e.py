@@ -118,11 +118,61 @@ def test_export_metrics_equal_the_mlflow_run_and_the_config_reproduces(launched)
     assert set(doc["hyperparameters"]) == {"pruning_ratio", "distill_temperature", "distill_alpha", "precision"}
     assert (out / "model" / "config.json").exists() and (out / "model" / "model.safetensors").exists()
     assert doc["reproduce"].startswith("sweep trial ")
-    rerun = sweep_cli(*doc["reproduce"].split()[1:], cwd=work)
+    rerun = sweep_cli(*doc["reproduce"].split()[1:], cwd=out)  # commands run from the export folder
     result = json.loads((out / "reproduced" / "result.json").read_text())
     assert result["metrics"]["test_accuracy"] == doc["metrics"]["test_accuracy"], rerun.stdout[-2000:]
     assert result["metrics"]["val_accuracy"] == doc["metrics"]["val_accuracy"]
     assert result["metrics"]["params_total"] == doc["metrics"]["params_total"]
+
+
+def test_export_is_portable_with_a_model_card_and_runs_without_this_project(launched, tmp_path):
+    import torch
+
+    from test_deploy import load_in_clean_process
+    from trainers.config import TrialConfig
+    from trainers.pruning import load_pruned
+    from trainers.train import batches
+    from trainers.trial import load_and_encode
+
+    work, _, _ = launched
+    out = work / "portable"
+    sweep_cli("export", "tiny", "--pick", "most_accurate", "--out", str(out), cwd=work)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {"README.md", "config.yaml", "trial_config.yaml", "model/model.onnx", "model/model.int8.onnx",
+            "model/modeling_pruned.py", "model/onnx_parity.json"} <= {str(p.relative_to(out)) for p in files}
+    machine_paths = {str(work.resolve()), str(Path(__file__).resolve().parents[1]), str(Path.home())}
+    for path in files:
+        data = path.read_bytes()
+        for root in machine_paths:
+            assert root.encode() not in data, f"{path.relative_to(out)} names {root}"
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    card = (out / "README.md").read_text()
+    for needle in ("trust_remote_code=True", "onnxruntime", "## Hyperparameters", "## Pruning plan",
+                   "`latency_ms_p50_bs1`", "hw_", doc["reproduce"], doc["measure"]):
+        assert needle in card, needle
+    parity = doc["onnx_parity"]
+    assert parity["fp32"]["ok"] and parity["rows"] > 0  # int8 on a few dozen rows: one flip is > 0.5 points
+    assert {"torch_int8_accuracy", "onnxruntime_int8_accuracy", "agreement", "ok"} <= set(parity["int8"])
+
+    # the test split, tokenised exactly as measurement does, from the export's own (relative) trial config
+    cfg = TrialConfig.model_validate(yaml.safe_load((out / "trial_config.yaml").read_text()))
+    here = Path.cwd()
+    try:
+        import os
+        os.chdir(out)
+        ours, tokenizer = load_pruned("model")
+        _, encoded = load_and_encode(cfg.data, cfg.data_base_dir, tokenizer, max_seq_len=cfg.training.max_seq_len,
+                                     cache_dir=cfg.cache_dir)
+    finally:
+        os.chdir(here)
+    test = next(batches(encoded["test"], 10_000, shuffle=False))
+    plain = load_in_clean_process(out / "model", test, tmp_path / "elsewhere")
+    with torch.inference_mode():
+        expected = ours(input_ids=test["input_ids"], attention_mask=test["attention_mask"]).logits
+    torch.testing.assert_close(torch.tensor(plain["logits"]), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(plain["onnx_logits"]), expected, atol=1e-4, rtol=0)
+    accuracy = float((torch.tensor(plain["logits"]).argmax(-1) == test["labels"]).double().mean())
+    assert accuracy == pytest.approx(doc["metrics"]["accuracy"], abs=1e-9)  # the exported (fp32) test accuracy
 
 
 def test_relaunch_resumes_without_running_any_grid_point_twice(launched):

@@ -54,6 +54,9 @@ class TrialConfig(Strict):
     distill_temperature: float = Field(1.0, gt=0.0)
     distill_alpha: float = Field(0.0, ge=0.0, le=1.0, description="0 = no distillation (no teacher forward)")
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch", description="what serves the saved student when it is measured (onnxruntime: its CPU execution provider)"
+    )
     output_dir: Path = Path("trial-output")
     measure_lock: Path | None = Field(
         None, description="a lock file shared by the workers of one machine: CPU measurements run one at a time"
@@ -61,4 +64,7 @@ class TrialConfig(Strict):
     save_model: bool = True
     trainings_dir: Path | None = Field(
         None, description="shared trained students by training key (train once, measure many); None: train here, share nothing"
+    )
+    export_onnx: bool = Field(
+        True, description="write model.onnx + model.int8.onnx and their parity check (onnx_parity.json) beside the saved student"
     )

@@ -82,7 +82,8 @@ def measure(job_path: Path):
 
     job = MeasureJob.model_validate_json(job_path.read_text())
     return measure_saved_folder(job.model_dir, job.data, job.data_base_dir, job.measure, max_seq_len=job.max_seq_len,
-                                cache_dir=job.cache_dir, batch_size=job.batch_size, precision=job.precision)
+                                cache_dir=job.cache_dir, batch_size=job.batch_size, precision=job.precision,
+                                runtime=job.runtime)
 
 
 def trial(job_path: Path):

@@ -72,6 +72,7 @@ class MeasureJob(BaseModel):
     cache_dir: Path
     batch_size: int = 64
     precision: str | None = None
+    runtime: str | None = None
 
 
 class MeasureResult(BaseModel):

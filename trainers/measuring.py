@@ -74,28 +74,67 @@ def label_scores(per_class: dict, label_names: list[str]) -> dict[str, float]:
 
 def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
                          max_seq_len: int, cache_dir: Path, batch_size: int = 64,
-                         precision: str | None = None) -> MeasureResult:
-    """Load a saved model folder (a teacher, a student, an export) in this process and measure it."""
+                         precision: str | None = None, runtime: str | None = None) -> MeasureResult:
+    """Load a saved model folder (a teacher, a student, an export) in this process and measure it, served by
+    `runtime` (default: what its compression.json says, else torch) at `precision` (likewise, else fp32)."""
     model, tokenizer = load_pruned(model_dir)
     compression = Path(model_dir) / COMPRESSION_FILE
-    if precision is None:
-        precision = json.loads(compression.read_text())["precision"] if compression.exists() else "fp32"
+    saved = json.loads(compression.read_text()) if compression.exists() else {}
+    precision = precision or saved.get("precision", "fp32")
+    runtime = runtime or saved.get("runtime", "torch")
     loaded, encoded = load_and_encode(data_cfg, data_base_dir, tokenizer, max_seq_len=max_seq_len, cache_dir=cache_dir)
     check_labels(model, loaded.label_names, str(model_dir))
-    measured = measure_in_memory(model, encoded["test"], measure_cfg, precision=precision, num_labels=loaded.num_labels,
-                                 batch_size=batch_size, val_split=encoded.get("validation"), model_dir=model_dir)
+    if runtime == "torch":
+        measured = measure_in_memory(model, encoded["test"], measure_cfg, precision=precision,
+                                     num_labels=loaded.num_labels, batch_size=batch_size,
+                                     val_split=encoded.get("validation"), model_dir=model_dir)
+    else:
+        measured = _measure_onnxruntime(model, Path(model_dir), encoded, measure_cfg, precision=precision,
+                                        num_labels=loaded.num_labels, batch_size=batch_size)
+    measured.tags["runtime"] = runtime
     return MeasureResult(precision=precision, metrics=measured.metrics, tags=measured.tags,
                          per_class_f1=label_scores(measured.per_class_f1, loaded.label_names),
                          val_per_class_f1=label_scores(measured.val_per_class_f1, loaded.label_names))
 
 
+def _measure_onnxruntime(torch_model, model_dir: Path, encoded: dict, measure_cfg: MeasureConfig, *, precision: str,
+                         num_labels: int, batch_size: int):
+    """The folder's ONNX graph (model.onnx, or model.int8.onnx quantised by ONNX Runtime) measured by the same
+    harness with the same threads. What the harness cannot see inside ONNX Runtime is taken from elsewhere
+    and tagged: parameter counts from the torch model, disk size from the .onnx file served, and the
+    activation peak from the process RSS increase over the measured forwards (ONNX Runtime allocates
+    outside torch's allocator)."""
+    from trainers.deploy.inference import load_for_inference, onnx_path
+    from trainers.measure.memory import MIB, count_parameters, encoder_linear_params
+
+    cfg = measure_cfg.model_copy(update={"device": "cpu"})
+    session = load_for_inference(model_dir, precision, "onnxruntime", threads=cfg.resolved_threads())
+    cpu_numerics()
+    measured = measure_model(session, test_batches=list(batches(encoded["test"], batch_size, shuffle=False)),
+                             val_batches=list(batches(encoded["validation"], batch_size, shuffle=False))
+                             if _rows(encoded.get("validation")) else None, num_labels=num_labels, cfg=cfg)
+    m, served = measured.metrics, onnx_path(model_dir, precision)
+    m["params_total"], m["params_encoder"] = float(count_parameters(torch_model)), float(encoder_linear_params(torch_model))
+    m[M.MODEL_DISK] = served.stat().st_size / MIB
+    m[M.MEMORY_ACTIVATIONS] = m.get("memory_process_rss_increase_mb_infer", 0.0)
+    m[M.MEMORY_MODEL] = m[M.MEMORY_WEIGHTS] + m[M.MEMORY_ACTIVATIONS]
+    measured.tags.update({
+        "model_disk_mb": f"size of {served.name}, the ONNX graph ONNX Runtime serves, MiB",
+        "memory_activations_method": "ONNX Runtime: peak RSS increase of the measuring process over the warm-up and "
+                                     "timed forwards (its arena is outside torch's allocator)",
+        "params_total": "counted on the torch model the ONNX graph was exported from",
+    })
+    return measured
+
+
 def measure_in_fresh_process(model_dir: Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
                              max_seq_len: int, cache_dir: Path, batch_size: int, precision: str | None = None,
-                             log_path: Path | None = None) -> MeasureResult:
+                             runtime: str | None = None, log_path: Path | None = None) -> MeasureResult:
     """`measure_saved_folder` in a new process: the trained-in process holds training's memory, so its peak RSS
     would charge a student for its own training; a fresh process sees only what deployment would."""
     job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
-                     max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision)
+                     max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision,
+                     runtime=runtime)
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json())

@@ -7,7 +7,6 @@ Pareto front would compare numbers that mean something else than their labels sa
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Callable, ContextManager, Literal
 
 import torch
@@ -36,7 +35,7 @@ def unsupported_reason(precision: str, device: str) -> str | None:
     if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         return f"bf16 is not supported by {torch.cuda.get_device_name()}; use fp16"
     if precision == "int8" and cuda:
-        return "int8 is PyTorch dynamic quantisation, a CPU inference path; set training.device: cpu or drop int8"
+        return "int8 is dynamic quantisation (int8 weights, torch._int_mm), a CPU inference path; set training.device: cpu or drop int8"
     return None
 
 
@@ -61,16 +60,22 @@ def grad_scaler(precision: str, device: str) -> torch.amp.GradScaler:
 
 
 def for_inference(model: nn.Module, precision: str) -> nn.Module:
-    """The model as it is measured: int8 quantises every Linear dynamically (weights int8, activations on the fly)."""
+    """The model as it is measured and saved: int8 turns Linear weights into int8 with per-row scales.
+
+    In place, so the fp32 weights are released rather than kept beside the int8 copies (the measured
+    memory would charge the int8 model for both). A BERT-like model gets exactly the int8 layout its
+    saved folder has (encoder Linear layers + word embeddings, see trainers/deploy/modeling_pruned.py);
+    any other module has every Linear quantised. Activations are quantised per token at run time.
+    """
     if precision != "int8":
         return model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch deprecates the quantised tensor API in favour of torchao
-        from torch.ao.quantization import quantize_dynamic
+    from trainers.deploy.modeling_pruned import quantise_int8, quantise_linears
 
-        # In place: the fp32 Linear weights are released rather than kept beside the int8 copies,
-        # or the measured memory would charge the int8 model for both.
-        return quantize_dynamic(model.to("cpu").eval(), {nn.Linear}, dtype=torch.qint8, inplace=True)
+    model = model.to("cpu").float().eval()
+    try:
+        return quantise_int8(model)
+    except AttributeError:  # not a BERT-like encoder classifier
+        return quantise_linears(model)
 
 
 def cpu_numerics() -> dict[str, str]:

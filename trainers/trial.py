@@ -16,12 +16,13 @@ import torch
 from filelock import FileLock
 
 from trainers.config import TrialConfig
+from trainers.deploy.student import save_student
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureResult, TrialResult
 from trainers import metrics as M
 from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory, score_in_memory
 from trainers.precision import cpu_numerics, resolve_device, train_precision, unsupported_reason
-from trainers.pruning import load_pruned, save_pruned
+from trainers.pruning import load_pruned
 from trainers.seeds import median_index, seed_metrics
 from trainers.student_training import train_student
 
@@ -83,7 +84,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     model_dir = None
     if cfg.save_model:
         model_dir = cfg.output_dir / "model"
-        save_pruned(student, tokenizer, plan, model_dir)
+        save_student(student, tokenizer, plan, model_dir, precision=cfg.precision, validation=encoded["validation"],
+                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads(), onnx=cfg.export_onnx)
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
 
     t2 = time.perf_counter()
@@ -158,9 +160,9 @@ def _training_cost(per_seed: list[dict[str, float]]) -> dict[str, float]:
 
 def _params(cfg: TrialConfig) -> dict:
     return {"pruning_ratio": cfg.pruning_ratio, "distill_temperature": cfg.distill_temperature,
-            "distill_alpha": cfg.distill_alpha, "precision": cfg.precision}
+            "distill_alpha": cfg.distill_alpha, "precision": cfg.precision, "runtime": cfg.runtime}
 
 
 def _compression(cfg: TrialConfig) -> dict:
-    return {"precision": cfg.precision, "pruning_ratio": cfg.pruning_ratio, "pruning_method": cfg.pruning.method,
+    return {"precision": cfg.precision, "runtime": cfg.runtime, "pruning_ratio": cfg.pruning_ratio, "pruning_method": cfg.pruning.method,
             "distill_alpha": cfg.distill_alpha, "distill_temperature": cfg.distill_temperature}

@@ -13,18 +13,22 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import AutoConfig, AutoTokenizer
 
+from trainers.deploy.folder import build_portable, is_portable, portable_classes, save_portable
 from trainers.pruning.plan import CONFIG_FIELD, PruningPlan, apply_plan
 
 PLAN_FILE = "pruning_plan.json"
 
 
-def save_pruned(model: nn.Module, tokenizer: Any, plan: PruningPlan | None, out_dir: str | Path) -> Path:
-    """safetensors weights + config (with per-layer shapes) + tokenizer + pruning_plan.json."""
+def save_pruned(model: nn.Module, tokenizer: Any, plan: PruningPlan | None, out_dir: str | Path,
+                precision: str = "fp32") -> Path:
+    """A portable folder: safetensors at `precision` (int8 weights + scales, bf16, fp16 or fp32), a config with
+    per-layer head counts and FFN widths, the modeling file plain transformers loads it with
+    (`trust_remote_code=True`), the tokenizer and pruning_plan.json."""
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ValueError("model still carries pruning masks: call pruner.finalize(model) before saving")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    save_portable(model, out, precision)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     if plan is not None:
@@ -85,6 +89,8 @@ def read_plan(model_dir: str | Path, config: Any | None = None) -> PruningPlan |
     model_dir = Path(model_dir)
     if (model_dir / PLAN_FILE).exists():
         return PruningPlan.load(model_dir / PLAN_FILE)
+    if config is None and is_portable(model_dir):
+        config = portable_classes(model_dir)[0].from_pretrained(model_dir)
     config = config or AutoConfig.from_pretrained(model_dir)
     shapes = getattr(config, CONFIG_FIELD, None)
     return PruningPlan.from_shapes(config, shapes) if shapes else None
@@ -95,6 +101,10 @@ def load_pruned(model_dir: str | Path) -> tuple[nn.Module, Any]:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir}: no config.json (not a saved model folder)")
+    if is_portable(model_dir):  # shapes and storage from config.json, via this project's copy of the modeling file
+        model = build_portable(model_dir)
+        load_state_strict(model, model_dir)
+        return model.eval(), _tokenizer(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
     plan = read_plan(model_dir, config)
     cls = _model_class(config, model_dir)
@@ -107,5 +117,8 @@ def load_pruned(model_dir: str | Path) -> tuple[nn.Module, Any]:
         model = cls(config)
         apply_plan(model, plan)
         load_state_strict(model, model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").exists() else None
-    return model.eval(), tokenizer
+    return model.eval(), _tokenizer(model_dir)
+
+
+def _tokenizer(model_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").exists() else None

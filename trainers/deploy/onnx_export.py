@@ -1,0 +1,118 @@
+"""ONNX export of a (pruned) classifier and ONNX Runtime's int8 dynamic quantisation of it.
+
+The graph takes `input_ids` and `attention_mask` ([batch, sequence], int64, both axes dynamic)
+and returns `logits` ([batch, num_labels]); per-layer head counts and FFN widths are whatever the
+torch model has, so pruned students export like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainers.deploy.modeling_pruned import Int8Embedding, Int8Linear
+
+ONNX_FILE = "model.onnx"  # fp32 graph
+ONNX_INT8_FILE = "model.int8.onnx"  # ONNX Runtime dynamic quantisation of model.onnx
+INPUT_NAMES = ("input_ids", "attention_mask")
+EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps a file at 2 GiB: larger models keep weights beside the graph
+
+
+class _LogitsOnly(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def dequantised(model: nn.Module) -> nn.Module:
+    """A float copy of an int8 model: each int8 weight times its scale (the values the int8 model computes with)."""
+    out = copy.deepcopy(model)
+    for module in list(out.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Int8Linear):
+                linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                linear.weight.data = child.weight.float() * child.weight_scale[:, None]
+                if child.bias is not None:
+                    linear.bias.data = child.bias.detach().float().clone()
+                setattr(module, name, linear)
+            elif isinstance(child, Int8Embedding):
+                emb = nn.Embedding(child.num_embeddings, child.embedding_dim, padding_idx=child.padding_idx)
+                emb.weight.data = child.weight.float() * child.weight_scale[:, None]
+                setattr(module, name, emb)
+    return out
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None) -> Path:
+    """Write `model` as an fp32 ONNX graph with dynamic batch and sequence axes.
+
+    bf16/fp16 weights are upcast, int8 weights dequantised, in a copy: the graph computes in fp32 with the
+    values the saved student holds (ONNX Runtime's int8 graph is made from it by `quantise_onnx_int8`).
+    """
+    if any(isinstance(m, (Int8Linear, Int8Embedding)) for m in model.modules()):
+        model = dequantised(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    fp32 = model if floats <= {torch.float32} else copy.deepcopy(model).float()
+    fp32 = fp32.to("cpu").eval()
+    ids = torch.ones(2, 8, dtype=torch.long)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    big = sum(p.numel() * 4 for p in fp32.parameters()) > EXTERNAL_DATA_BYTES
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")  # exporter chatter (torchvision ops, pytree deprecations)
+        torch.onnx.export(
+            _LogitsOnly(fp32), (ids, torch.ones_like(ids)), str(path), input_names=list(INPUT_NAMES),
+            output_names=["logits"], dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES},
+            dynamo=True, external_data=big, opset_version=opset, verbose=False,
+        )
+    _strip_metadata(path, external_data=big)
+    return path
+
+
+def _strip_metadata(path: Path, *, external_data: bool) -> None:
+    """Drop the exporter's per-node metadata (Python stack traces naming this machine's source files),
+    so an exported graph holds no absolute path."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def clear(graph: onnx.GraphProto) -> None:
+        del graph.metadata_props[:]
+        for node in graph.node:
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clear(attr.g)
+                for sub in attr.graphs:
+                    clear(sub)
+        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+            if hasattr(value, "metadata_props"):
+                del value.metadata_props[:]
+
+    clear(model.graph)
+    for function in model.functions:
+        del function.metadata_props[:]
+        for node in function.node:
+            del node.metadata_props[:]
+    del model.metadata_props[:]
+    onnx.save(model, str(path))  # external tensors keep their (relative) locations
+
+
+def quantise_onnx_int8(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """ONNX Runtime dynamic quantisation: int8 weights (per channel), activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # its root-logger advice to pre-process applies to static quantisation
+    try:
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    return Path(out_path)
