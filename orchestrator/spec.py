@@ -13,6 +13,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from orchestrator.early_stopping import PrunerConfig
 from trainers import metrics
 from trainers.config import TrainingConfig
 from trainers.strict import Strict
@@ -209,6 +210,7 @@ class SweepSpec(Strict):
     )
     constraints: list[Constraint] = []
     budget: Budget = Budget()
+    pruner: PrunerConfig = PrunerConfig()
     storage: str | None = Field(None, description="Optuna storage URL; default a journal file under mlruns/")
     tracking: Tracking = Tracking()
     export: ExportConfig = ExportConfig()
@@ -224,6 +226,9 @@ class SweepSpec(Strict):
         names = [o.key for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objectives: duplicate metric in {names}")
+        if self.pruner.enabled and self.data.path and self.data.split.validation <= 0:
+            raise ValueError(f"pruner {self.pruner.type} stops trials on validation accuracy; "
+                             "data.split.validation is 0, so there is none to read")
         return self
 
     @property
