@@ -90,7 +90,7 @@ def test_early_stopping_prunes_a_loser_in_optuna_mlflow_and_status(tmp_path, tin
     doc = sweep_doc(tiny_encoder, topics_csv, **{
         "search_space.pruning_ratio": {"low": 0.0, "high": 0.9}, "search_space.distill_alpha": [0.0],
         "sampler": {"type": "random", "seed": 0}, "budget.n_trials": 5,
-        "training.epochs": 25, "training.eval_every_steps": 3,
+        "training.epochs": 12, "training.eval_every_steps": 2,
     })
     doc["pruner"] = {"type": "median", "n_startup_trials": 1}
     path = write_sweep(tmp_path, doc)
@@ -118,3 +118,24 @@ def test_early_stopping_prunes_a_loser_in_optuna_mlflow_and_status(tmp_path, tin
     assert status.count("PRUNED") >= len(pruned) and "early stopping" in status
     listing = sweep_cli("status", cwd=tmp_path).stdout
     assert "pruned" in listing and companion_name("tiny") not in listing
+
+
+def test_a_pruned_grid_point_is_done_and_never_queued_again(tmp_path, tiny_encoder, topics_csv):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from orchestrator.record import mark_pruned, trial_point, trial_record
+    from orchestrator.spec import load_sweep
+    from orchestrator.study import open_study
+    from orchestrator.trial_queue import enqueue_grid, requeue
+
+    spec = load_sweep(write_sweep(tmp_path, sweep_doc(tiny_encoder, topics_csv)), check_hardware=False)
+    study = open_study(spec, JournalStorage(JournalFileBackend(str(tmp_path / "studies.journal"))))
+    assert enqueue_grid(study, spec) == 4
+    trial = study.ask()
+    assert mark_pruned(study, trial, "early stopping: below the median", metrics={"train_steps": 3.0})
+    done = study.get_trials(deepcopy=False)[0]
+    assert done.state == TrialState.PRUNED and trial_record(done).stop_reason.startswith("early stopping")
+    assert enqueue_grid(study, spec) == 0  # the pruned point is judged, not lost
+    assert not requeue(study, trial_point(done))
+    assert study.best_trials == []  # nothing pruned reaches the front
