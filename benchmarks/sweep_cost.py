@@ -108,6 +108,21 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
             times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times[5:])
 
+    def prune_heads(model, drop: dict[int, list[int]], size: int) -> None:
+        """Physically remove attention heads (transformers 5 has no `prune_heads`): slice Q/K/V rows, O columns."""
+        from transformers.pytorch_utils import prune_linear_layer
+
+        for li, heads in drop.items():
+            attn = model.base_model.encoder.layer[li].attention
+            n = attn.self.num_attention_heads
+            heads = sorted(heads)[: n - 1]  # keep at least one head per layer
+            keep = torch.tensor([h * size + i for h in range(n) if h not in heads for i in range(size)])
+            for name in ("query", "key", "value"):
+                setattr(attn.self, name, prune_linear_layer(getattr(attn.self, name), keep, dim=0))
+            attn.output.dense = prune_linear_layer(attn.output.dense, keep, dim=1)
+            attn.self.num_attention_heads = n - len(heads)
+            attn.self.all_head_size = attn.self.num_attention_heads * size
+
     def objective(trial: optuna.Trial):
         ratio = trial.suggest_categorical("pruning_ratio", sorted({p["pruning_ratio"] for p in points}))
         temperature = trial.suggest_categorical("distill_temperature", sorted({p["distill_temperature"] for p in points}))
@@ -129,7 +144,7 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
             drop: dict[int, list[int]] = {}
             for _, li, h in sorted(norms)[: int(round(ratio * len(norms)))]:
                 drop.setdefault(li, []).append(h)
-            student.prune_heads(drop)
+            prune_heads(student, drop, size)
         dtype = torch.bfloat16 if precision == "bf16" else None
         tr = doc["training"]
         fit(student, tr["epochs"], tr["batch_size"], tr["learning_rate"], teacher=teacher, alpha=alpha,
