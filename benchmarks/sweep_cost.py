@@ -15,7 +15,9 @@ Side by side in one run, on the same machine, the same data split and the same g
 Printed: trainings run (teacher fine-tunes + student trainings), wall time of each, the ratio (a)/(b),
 the demo grid's points / folded points / distinct trainings (from `sweep check`), and, with
 --early-stopping-trials N, a random-sampler study of N trials run with `pruner: none` and with
-`pruner: median`: total training steps, the ratio, and the best trial's validation accuracy in each.
+`pruner: median` (fp32 points, each in its own folder sharing only the teacher, measuring cut short):
+total training steps, the ratio, and the best trial's validation accuracy in each. `--trials 0` skips
+(a) vs (b).
 The data split is the project's loader (the same rows in (a) and (b)); everything else in (a) is
 plain torch/transformers/Optuna.
 """
@@ -106,6 +108,21 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
             times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times[5:])
 
+    def prune_heads(model, drop: dict[int, list[int]], size: int) -> None:
+        """Physically remove attention heads (transformers 5 has no `prune_heads`): slice Q/K/V rows, O columns."""
+        from transformers.pytorch_utils import prune_linear_layer
+
+        for li, heads in drop.items():
+            attn = model.base_model.encoder.layer[li].attention
+            n = attn.self.num_attention_heads
+            heads = sorted(heads)[: n - 1]  # keep at least one head per layer
+            keep = torch.tensor([h * size + i for h in range(n) if h not in heads for i in range(size)])
+            for name in ("query", "key", "value"):
+                setattr(attn.self, name, prune_linear_layer(getattr(attn.self, name), keep, dim=0))
+            attn.output.dense = prune_linear_layer(attn.output.dense, keep, dim=1)
+            attn.self.num_attention_heads = n - len(heads)
+            attn.self.all_head_size = attn.self.num_attention_heads * size
+
     def objective(trial: optuna.Trial):
         ratio = trial.suggest_categorical("pruning_ratio", sorted({p["pruning_ratio"] for p in points}))
         temperature = trial.suggest_categorical("distill_temperature", sorted({p["distill_temperature"] for p in points}))
@@ -127,7 +144,7 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
             drop: dict[int, list[int]] = {}
             for _, li, h in sorted(norms)[: int(round(ratio * len(norms)))]:
                 drop.setdefault(li, []).append(h)
-            student.prune_heads(drop)
+            prune_heads(student, drop, size)
         dtype = torch.bfloat16 if precision == "bf16" else None
         tr = doc["training"]
         fit(student, tr["epochs"], tr["batch_size"], tr["learning_rate"], teacher=teacher, alpha=alpha,
@@ -180,11 +197,11 @@ def sweep(*args: str, root: Path) -> tuple[float, str]:
 
 def study_trials(root: Path, name: str):
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(str(root / "mlruns" / "optuna" / "studies.journal")))
-    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    from orchestrator.study import default_storage_url, open_storage
+
+    store = root / "mlruns"
+    return optuna.load_study(study_name=name, storage=open_storage(default_storage_url(store), store)).get_trials(deepcopy=False)
 
 
 def sweep_trainings(root: Path, name: str) -> dict:
@@ -203,7 +220,7 @@ def sweep_trainings(root: Path, name: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", type=Path, default=REPO / "sweeps" / "demo.yaml")
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=8, help="points for (a) vs (b); 0 skips that part")
     ap.add_argument("--root", type=Path, default=None, help="working folder (default: a fresh temporary one)")
     ap.add_argument("--skip-plain", action="store_true", help="only the sweep side (no plain-script comparison)")
     ap.add_argument("--early-stopping-trials", type=int, default=0, help="N > 0: pruner none vs median on N random trials")
@@ -214,10 +231,21 @@ def main() -> None:
     print(f"working folder {root}; sweep file {src}; {os.cpu_count()} CPU cores visible")
 
     # The demo grid's cost structure, from `sweep check` (writes nothing).
-    _, out = sweep("check", str(sweep_copy(src, root, "cost-check", **{"budget.n_trials": None})), root=root)
-    print("\n".join(l for l in out.splitlines() if "grid" in l or "training" in l or "estimate" in l))
+    _, out = sweep("check", "--no-calibrate", str(sweep_copy(src, root, "cost-check", **{"budget.n_trials": None})),
+                   root=root)
+    print("demo grid, without vs with sharing (from sweep check):")
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if "grid:" in line)
+    print(" ".join(line.strip() for line in lines[at:at + 2]))  # the line, and its wrapped tail
 
     name = f"cost-{time.strftime('%H%M%S')}"
+    if args.trials > 0:
+        plain_vs_sweep(src, root, name, args)
+    if args.early_stopping_trials:
+        early_stopping(src, root, name, args.early_stopping_trials)
+
+
+def plain_vs_sweep(src: Path, root: Path, name: str, args) -> None:
     path = sweep_copy(src, root, name, **{"budget.n_trials": args.trials})
     sweep_s, _ = sweep("launch", str(path), root=root)
     ours = sweep_trainings(root, name)
@@ -231,29 +259,42 @@ def main() -> None:
         print(f"ratio (a)/(b) wall time: {plain['wall_s'] / sweep_s:.2f}x; trainings "
               f"{plain['teacher_fine_tunes'] + plain['student_trainings']} vs {1 + ours['student_trainings']}")
 
-    if args.early_stopping_trials:
-        results = {}
-        for pruner in ("none", "median"):
-            es_name = f"{name}-es-{pruner}"
-            p = sweep_copy(src, root, es_name, **{"budget.n_trials": args.early_stopping_trials,
-                                                  "sampler": {"type": "random", "seed": 0},
-                                                  "search_space.distill_temperature": {"low": 1.0, "high": 6.0},
-                                                  "search_space.distill_alpha": {"low": 0.0, "high": 0.9},
-                                                  "search_space.pruning_ratio": {"low": 0.0, "high": 0.7},
-                                                  "pruner": {"type": pruner, "n_startup_trials": 4},
-                                                  "training.eval_every_steps": 10})
-            secs, _ = sweep("launch", str(p), root=root)
-            trials = study_trials(root, es_name)
-            steps = sum(json.loads(f.read_text()).get("metrics", {}).get("train_steps", 0.0)
-                        for f in (root / "mlruns" / "trials" / es_name).glob("trial-*/result.json"))
-            done = [t for t in trials if t.state.name == "COMPLETE"]
-            best = max(done, key=lambda t: t.values[0]) if done else None
-            results[pruner] = steps
-            print(f"pruner {pruner}: {len(trials)} trials ({sum(t.state.name == 'PRUNED' for t in trials)} pruned), "
-                  f"{steps:.0f} training steps, wall {secs:.0f} s, best val_accuracy "
-                  f"{best.values[0] if best else float('nan'):.4f} (trial {best.number if best else '-'})")
-        if results.get("none"):
-            print(f"early stopping: training steps cut by {100 * (1 - results['median'] / results['none']):.0f} %")
+
+def early_stopping(src: Path, root: Path, name: str, n_trials: int) -> None:
+    # The same points with and without early stopping, each in its own folder (else the second would
+    # reuse the first's trainings); the fine-tuned teacher is shared, so only the students differ.
+    # Measuring is cut short (it does not change the training steps compared here).
+    results = {}
+    for pruner in ("none", "median"):
+        es_name = f"{name}-es-{pruner}"
+        es_root = root / f"es-{pruner}"
+        (es_root / "mlruns" / "cache").mkdir(parents=True, exist_ok=True)
+        for shared in ("teachers", "data"):
+            link = es_root / "mlruns" / "cache" / shared
+            (root / "mlruns" / "cache" / shared).mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(root / "mlruns" / "cache" / shared, target_is_directory=True)
+        p = sweep_copy(src, es_root, es_name, **{"budget.n_trials": n_trials,
+                                              "sampler": {"type": "random", "seed": 0},
+                                              "search_space.distill_temperature": {"low": 1.0, "high": 6.0},
+                                              "search_space.distill_alpha": {"low": 0.0, "high": 0.9},
+                                              "search_space.pruning_ratio": {"low": 0.0, "high": 0.7},
+                                              "search_space.precision": ["fp32"],
+                                              "pruner": {"type": pruner, "n_startup_trials": 4},
+                                              "training.eval_every_steps": 10,
+                                              "measure.min_repeats": 3, "measure.max_repeats": 10,
+                                              "measure.max_seconds": 2})
+        secs, _ = sweep("launch", str(p), "--no-export", root=es_root)
+        trials = study_trials(es_root, es_name)
+        steps = sweep_trainings(es_root, es_name)["train_steps"]
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        best = max(done, key=lambda t: t.values[0]) if done else None
+        results[pruner] = steps
+        print(f"pruner {pruner}: {len(trials)} trials ({sum(t.state.name == 'PRUNED' for t in trials)} pruned), "
+              f"{steps:.0f} training steps, wall {secs:.0f} s, best val_accuracy "
+              f"{best.values[0] if best else float('nan'):.4f} (trial {best.number if best else '-'})")
+    if results.get("none"):
+        print(f"early stopping: training steps cut by {100 * (1 - results['median'] / results['none']):.0f} %")
 
 
 if __name__ == "__main__":

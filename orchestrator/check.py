@@ -44,8 +44,11 @@ def grid_summary(spec: SweepSpec) -> tuple[list[dict], str]:
 
 
 def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: int = 1,
-                teacher_cache: Path | None = None) -> CheckReport:
-    """Run the checks and print what they found; raises on any error (bad data, unsupported hardware)."""
+                teacher_cache: Path | None = None, data_report: bool = True) -> CheckReport:
+    """Run the checks and print what they found; raises on any error (bad data, unsupported hardware).
+
+    `data_report=False` reads the data without printing its report (`sweep launch` shows the
+    preparation's own report, which also counts truncated texts)."""
     import transformers
     from transformers import AutoTokenizer
 
@@ -59,7 +62,8 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
     tokenizer = AutoTokenizer.from_pretrained(model_ref)
     loaded = load_data(spec.data, spec.base_dir, max_seq_len=spec.training.max_seq_len, tokenizer=tokenizer)
     report = loaded.report.render()
-    say(report)
+    if data_report:
+        say(report)
 
     if spec.sampler.type == "grid":
         points, line = grid_summary(spec)

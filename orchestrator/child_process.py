@@ -179,10 +179,12 @@ def run_job(
     heartbeat: Callable[[], bool | None] | None = None,
     heartbeat_s: float = 10.0,
     on_start: Callable[[int], None] | None = None,
+    on_poll: Callable[[], None] | None = None,
 ) -> Outcome:
     """Run `python -m trainers.entry KIND JOB RESULT`, beating the heartbeat while it runs.
 
-    `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
+    `on_poll` is called about once a second while the child runs (progress display, early stopping);
+    an error in it is said on stderr once and never ends the job. `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
     or of SIGINT/SIGTERM while the worker is being stopped, counts as interrupted, not failed.
     """
     outcome = Outcome(returncode=None, seconds=0.0, spawned_at=time.time())
@@ -198,12 +200,20 @@ def run_job(
             if on_start is not None:
                 on_start(proc.pid)
             last_beat = start
+            poll_error = None
             while True:
                 try:
                     outcome.returncode = proc.wait(timeout=min(heartbeat_s, 1.0))
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                if on_poll is not None:
+                    try:
+                        on_poll()
+                    except Exception as exc:  # a progress hiccup must not cost the trial
+                        if repr(exc) != poll_error:
+                            print(f"{kind} {job}: progress polling: {exc!r}", file=sys.stderr)
+                        poll_error = repr(exc)
                 if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_s:
                     last_beat = time.monotonic()
                     if heartbeat() is False:

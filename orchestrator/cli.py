@@ -62,22 +62,29 @@ def launch(
     root: Path = ROOT,
     export: bool = typer.Option(True, help="export the picked trial when the sweep ends"),
 ) -> None:
-    """Run (or resume) the sweep a file describes; ends with the Pareto table and an export."""
+    """Run (or resume) the sweep a file describes; ends with the Pareto table and an export.
+
+    First the checks of `sweep check` (without calibration): nothing is created and no compute is
+    spent on a file, data or hardware that cannot run."""
     from orchestrator.sweep import open_sweep
     from orchestrator.spec import SpecError
     from orchestrator.study import storage_lock
     from orchestrator.cost import fold_points
+    from orchestrator.terminal import PreparationProgress
     from orchestrator.trial_queue import enqueue_grid, grid_points
 
     spec = _load_spec(sweep_file)
     t0 = time.time()
     _log(f"sweep {spec.name}: {spec.n_trials} trials, sampler {spec.sampler.type}, objectives "
-         + ", ".join(f"{o.direction} {o.key}" for o in spec.objectives))
+         + ", ".join(f"{o.direction} {o.key}" for o in spec.objectives)
+         + (f", early stopping {spec.pruner.type}" if spec.pruner.enabled else ""))
+    _run_checks(sweep_file, spec, calibrate=False, workers=workers or 1, root=root, data_report=False)
     try:
-        ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=True, log=_log)
+        with PreparationProgress() as show:  # the data report as soon as it is read, then the teacher's bars
+            ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=True,
+                             log=_log, show=show)
     except SpecError as exc:
         _fail(str(exc))
-    console.print(ctx.prepared.data_report_text, highlight=False)
     if spec.sampler.type == "grid":
         with storage_lock(ctx.storage_url, root):
             queued = enqueue_grid(ctx.study, spec)
@@ -174,19 +181,22 @@ def status(
     import optuna
     from rich.table import Table
 
+    from orchestrator.early_stopping import is_companion
     from orchestrator.report import trials_table
     from orchestrator.study import default_storage_url, open_storage
 
     url = storage or default_storage_url(root)
     if study_name is None:
         table = Table(title=f"studies in {url}")
-        for col in ("study", "trials", "complete", "failed", "running", "started"):
+        for col in ("study", "trials", "complete", "pruned", "failed", "running", "started"):
             table.add_column(col)
         storage_obj = open_storage(url, root)
         for s in optuna.get_all_study_summaries(storage_obj):
+            if is_companion(s.study_name):  # early stopping's curves, not a sweep
+                continue
             trials = optuna.load_study(study_name=s.study_name, storage=storage_obj).get_trials(deepcopy=False)
             n = lambda st: str(sum(t.state.name == st for t in trials))  # noqa: E731
-            table.add_row(s.study_name, str(len(trials)), n("COMPLETE"), n("FAIL"), n("RUNNING"), str(s.datetime_start or "-"))
+            table.add_row(s.study_name, str(len(trials)), n("COMPLETE"), n("PRUNED"), n("FAIL"), n("RUNNING"), str(s.datetime_start or "-"))
         console.print(table)
         return
     study, _, _ = _study_and_tracker(study_name, storage, None, root)
@@ -304,13 +314,18 @@ def check(
 
     Writes no study, no runs and no cache; exits non-zero on any error.
     """
+    spec = _load_spec(sweep_file)
+    _run_checks(sweep_file, spec, calibrate=calibrate, workers=workers, root=root)
+
+
+def _run_checks(sweep_file: Path, spec, *, calibrate: bool, workers: int, root: Path, data_report: bool = True) -> None:
+    """`sweep check`'s checks (also the first thing `sweep launch` does); exits non-zero on any error."""
     from orchestrator.check import check_sweep
 
-    spec = _load_spec(sweep_file)
     _log(f"sweep {spec.name}: file valid; every precision runs on this hardware")
     try:
         check_sweep(spec, say=lambda text: console.print(text, highlight=False), calibrate=calibrate,
-                    workers=workers, teacher_cache=root / "cache" / "teachers")
+                    workers=workers, teacher_cache=root / "cache" / "teachers", data_report=data_report)
     except Exception as exc:  # noqa: BLE001 - any error here is the answer the user asked for
         _fail(f"{sweep_file}: {type(exc).__name__}: {exc}", code=1)
     _log("check passed")

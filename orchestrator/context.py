@@ -13,6 +13,7 @@ from typing import Callable
 
 import optuna
 
+from orchestrator.early_stopping import EarlyStopping
 from orchestrator.spec import SpecError, SweepSpec
 from orchestrator.study import storage_lock
 from orchestrator.tracking import Tracker
@@ -37,6 +38,7 @@ class Context:
     baseline: dict[str, float] = field(default_factory=dict)
     baselines: dict[int, dict[str, float]] = field(default_factory=dict)  # the teacher per measuring thread count
     heartbeat_s: float = 10.0
+    early_stopping: EarlyStopping | None = None  # the pruner's companion study, when `pruner:` is on
     lock: threading.Lock = field(default_factory=threading.Lock)
     # trial id -> (last heartbeat value seen, local monotonic time it was first seen): staleness is
     # judged by this process's own clock, so clock skew between machines cannot reap a live trial.

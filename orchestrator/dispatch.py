@@ -20,11 +20,13 @@ from orchestrator import pareto
 from orchestrator.baselines import baseline_tags, measured_threads, placement_threads
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
-from orchestrator.record import beat, frozen, set_trial, set_trial_quietly, tell, trial_record
+from orchestrator.record import beat, frozen, mark_pruned, set_trial, set_trial_quietly, tell, trial_record
 from orchestrator.recovery import close_lost_run, record_failure
+from orchestrator.trial_watch import TrialWatch
 from orchestrator.spec import DIMENSIONS, SweepSpec
 from orchestrator.study import finite
-from orchestrator.tracking import FINISHED, flatten
+from orchestrator.tracking import FINISHED, KILLED, flatten
+from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.jobs import TrialResult
 
@@ -53,7 +55,13 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
         precision=params["precision"],
         output_dir=out,
         measure_lock=lock,
+        # Train once, measure many: trials whose training is identical (fp32/int8 twins) share one.
+        trainings_dir=trainings_dir(ctx.root),
     )
+
+
+def trainings_dir(root: Path) -> Path:
+    return (root / "cache" / "trainings").resolve()
 
 
 def suggest(trial: optuna.Trial, spec: SweepSpec) -> dict:
@@ -93,16 +101,21 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     ctx.tracker.log_artifacts(run_id, cfg_path)
     log(f"trial {number}: {params}" + (f" (attempt {attempt})" if attempt > 1 else ""))
 
+    with ctx.lock:  # the twin in the early-stopping companion study
+        watch = TrialWatch(cfg.output_dir, ctx.early_stopping, number)
     outcome = run_job(
         "trial", cfg_path, result_path, log_path, placement, stop=stop,
         timeout_s=spec.budget.trial_timeout_minutes * 60 if spec.budget.trial_timeout_minutes else None,
         heartbeat=lambda: beat(study, trial), heartbeat_s=ctx.heartbeat_s,
-        on_start=lambda pid: set_trial_quietly(study, trial, trial_pid=pid),
+        on_start=lambda pid: set_trial_quietly(study, trial, trial_pid=pid), on_poll=watch.poll,
     )
+    watch.finished()
     result = TrialResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
     reason = None
     if outcome.interrupted or outcome.abandoned or outcome.timed_out or outcome.returncode != 0 or result is None or not result.ok:
         reason = (result.error if result is not None and result.error and not outcome.interrupted else None) or outcome.reason(tail(log_path))
+    elif result.pruned:
+        return _pruned(ctx, trial, run_id, result, outcome, watch, asked_at, log_path, log)
     else:
         threads = measured_threads(result.tags) or placement_threads(placement, spec.measure.threads)
         baseline_threads, baseline = pareto.baseline_for(ctx.baselines, threads, ctx.baseline)
@@ -117,11 +130,42 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
                                   retry=outcome.died and result is None, log_path=log_path)
         if not recorded:
             close_lost_run(ctx, run_id, number, log)
+        watch.failed()
         _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
         return TrialState.FAIL
     result.tags.update(baseline_tags(baseline_threads, threads))
+    watch.complete(metrics.get(M.VAL_ACCURACY))
     return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log,
                      baseline=baseline, baseline_threads=baseline_threads)
+
+
+def _shared(result: TrialResult) -> dict:
+    """The training this trial's student is (train once, measure many), as record fields and MLflow tags."""
+    return {"training_key": result.training_key, "reused_training_of": result.reused_training_of}
+
+
+def _shared_tags(result: TrialResult) -> dict:
+    return {f"sweep.{k}": v for k, v in _shared(result).items() if v is not None}
+
+
+# What a pruned trial spent before it was stopped: logged on its run, so the cost of a sweep adds up.
+PARTIAL_COST = (M.TRAIN_STEPS, M.TRAIN_SECONDS, M.ENERGY_TRAIN, M.EMISSIONS_TRAIN)
+
+
+def _pruned(ctx: Context, trial: optuna.Trial, run_id: str, result: TrialResult, outcome: Outcome,
+            watch: TrialWatch, asked_at: float, log_path: Path, log: Log) -> TrialState:
+    """Early stopping ended the training: PRUNED in Optuna, KILLED + sweep.pruned in MLflow, partial cost logged."""
+    reason = watch.stop_reason or "stopped early on request (STOP file)"
+    spent = {k: v for k, v in result.metrics.items() if k in PARTIAL_COST}
+    if not mark_pruned(ctx.study, trial, reason, metrics=spent, **_shared(result)):
+        return close_lost_run(ctx, run_id, trial.number, log)
+    watch.pruned()
+    ctx.tracker.log(run_id, metrics=spent, tags={"sweep.pruned": "true", "sweep.stop_reason": reason, **_shared_tags(result)})
+    ctx.tracker.log_artifacts(run_id, log_path)
+    ctx.tracker.end(run_id, KILLED)
+    _write_timings(log_path.parent, asked_at, outcome, result, TrialState.PRUNED)
+    log(f"trial {trial.number}: PRUNED ({reason}; {spent.get(M.TRAIN_STEPS, 0):.0f} steps spent)")
+    return TrialState.PRUNED
 
 
 def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, result: TrialResult, outcome: Outcome,
@@ -134,7 +178,7 @@ def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, res
     try:
         for c in spec.constraints:
             trial.set_constraint(c.label, pareto.constraint_value(c, metrics, baseline))
-        set_trial(study, trial, metrics=metrics, baseline_threads=baseline_threads,
+        set_trial(study, trial, metrics=metrics, baseline_threads=baseline_threads, **_shared(result),
                   pruning={k: v for k, v in result.pruning.items() if isinstance(v, (int, float, str))})
         told = tell(study, trial, values)
     except optuna.exceptions.UpdateFinishedTrialError:
@@ -142,7 +186,8 @@ def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, res
     if not told:
         # Another worker took this trial for dead while it ran and queued it again: that run counts.
         return close_lost_run(ctx, run_id, number, log)
-    ctx.tracker.log(run_id, metrics=metrics, tags={**result.tags, "sweep.feasible": str(pareto.feasible(frozen(study, trial)))})
+    ctx.tracker.log(run_id, metrics=metrics, tags={**result.tags, **_shared_tags(result),
+                                                   "sweep.feasible": str(pareto.feasible(frozen(study, trial)))})
     ctx.tracker.log_dict(run_id, result.per_class_f1, "per_class_f1.json")
     if result.val_per_class_f1:
         ctx.tracker.log_dict(run_id, result.val_per_class_f1, "val_per_class_f1.json")

@@ -41,6 +41,10 @@ class TrialRecord(BaseModel):
     metrics: dict[str, float] = {}
     pruning: dict[str, Any] = {}
     baseline_threads: int | None = None  # the thread count of the teacher baseline its deltas/constraints used
+    # Train once, measure many: the shared training this trial's student is, and who trained it.
+    training_key: str | None = None
+    reused_training_of: str | None = None  # None: trained by this trial
+    stop_reason: str | None = None  # why early stopping pruned it (PRUNED trials)
 
 
 class StudyRecord(BaseModel):
@@ -134,6 +138,21 @@ def mark_failed(study: optuna.Study, trial: AnyTrial, reason: str, *, interrupte
     except UpdateFinishedTrialError:
         return False
     return True
+
+
+def mark_pruned(study: optuna.Study, trial: optuna.Trial, reason: str, **fields) -> bool:
+    """Record why early stopping stopped the trial, then tell Optuna PRUNED (no objective values:
+    a pruned trial never reaches the Pareto front or an export). False when another worker finished it."""
+    try:
+        set_trial(study, trial, stop_reason=reason[:2000], **fields)
+    except UpdateFinishedTrialError:
+        return False
+    return tell(study, trial, state=TrialState.PRUNED)
+
+
+def storage_of(study: optuna.Study):
+    """The study's storage object, for a companion study (early stopping) in the same place."""
+    return study._storage
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = None,

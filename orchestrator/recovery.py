@@ -149,7 +149,7 @@ def close_orphan_runs(ctx: Context) -> int:
         if t.state == TrialState.COMPLETE and record.mlflow_run_id == run.info.run_id:
             status = FINISHED
         else:
-            status = KILLED if record.interrupted else FAILED
+            status = KILLED if record.interrupted or t.state == TrialState.PRUNED else FAILED
         ctx.tracker.end(run.info.run_id, status)
         closed += 1
     return closed

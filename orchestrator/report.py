@@ -133,7 +133,9 @@ def trials_table(study: optuna.Study) -> Table:
         record = trial_record(t)
         m = record.metrics
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        note = record.fail_reason or ""
+        note = record.fail_reason or record.stop_reason or ""
+        if record.reused_training_of and t.state == TrialState.COMPLETE:
+            note = f"reused the training of {record.reused_training_of}"
         if t.state == TrialState.COMPLETE and t.number in front:
             note = "pareto front"
         table.add_row(str(t.number), t.state.name, f"{p.get('pruning_ratio', '-')}", f"{p.get('distill_temperature', '-')}",

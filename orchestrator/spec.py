@@ -13,6 +13,7 @@ from typing import Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from orchestrator.early_stopping import PrunerConfig
 from trainers import metrics
 from trainers.config import TrainingConfig
 from trainers.deploy.inference import runtime_unsupported_reason
@@ -220,6 +221,7 @@ class SweepSpec(Strict):
     )
     constraints: list[Constraint] = []
     budget: Budget = Budget()
+    pruner: PrunerConfig = PrunerConfig()
     storage: str | None = Field(None, description="Optuna storage URL; default a journal file under mlruns/")
     tracking: Tracking = Tracking()
     export: ExportConfig = ExportConfig()
@@ -249,6 +251,9 @@ class SweepSpec(Strict):
         if not trimmed and self.vocabulary.trim != "none":
             raise ValueError(f"vocabulary.trim is {self.vocabulary.trim!r} but search_space.vocabulary has no "
                              "'trimmed' value, so no student would use it; add 'trimmed' (e.g. [full, trimmed])")
+        if self.pruner.enabled and self.data.path and self.data.split.validation <= 0:
+            raise ValueError(f"pruner {self.pruner.type} stops trials on validation accuracy; "
+                             "data.split.validation is 0, so there is none to read")
         return self
 
     @property

@@ -22,9 +22,11 @@ from orchestrator.baselines import ensure_baselines, load_baselines, measured_th
 from orchestrator.child_process import Placement
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
-from orchestrator.preparation import run_preparation
+from orchestrator.cleanup import Removal, plan_removal, remove
+from orchestrator.early_stopping import EarlyStopping
+from orchestrator.preparation import PreparationDisplay, run_preparation
+from orchestrator.record import set_study, storage_of, study_record, trial_record
 from orchestrator.report import FrontReport, front_report, write_plots
-from orchestrator.record import set_study, study_record, trial_record
 from orchestrator.spec import SpecError, SweepSpec, check_precisions
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
 from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
@@ -44,7 +46,8 @@ def _check_unchanged(study, spec: SweepSpec) -> None:
     if changed:
         raise SpecError(
             f"{spec.source}: study {spec.name!r} already exists and this sweep file changes {changed}; "
-            "trials measured under other settings would share one Pareto front. Give the sweep a new name."
+            "trials measured under other settings would share one Pareto front. Give the sweep a new name, "
+            f"or remove the old study first: sweep delete {spec.name}"
         )
 
 
@@ -57,10 +60,14 @@ def open_sweep(
     launching: bool,
     log: Log,
     heartbeat_s: float = 10.0,
+    show: PreparationDisplay | None = None,
 ) -> Context:
+    """A launch whose preparation fails before the study has any trial removes the study, its companion
+    and its runs again (`cleanup.py`), so the corrected file launches under the same name."""
     root.mkdir(parents=True, exist_ok=True)
     storage_url = storage_url or spec.storage or default_storage_url(root)
-    study = open_study(spec, open_storage(storage_url, root))
+    storage = open_storage(storage_url, root)
+    study = open_study(spec, storage)
     _check_unchanged(study, spec)
     record = study_record(study)
     stored = None if launching else record.tracking_uri
@@ -80,9 +87,19 @@ def open_sweep(
         set_study(study, mlflow_parent_run_id=parent, mlflow_experiment=spec.experiment, tracking_uri=uri,
                   spec=json.loads(spec.model_dump_json()), spec_source=str(spec.source))
     has_baseline = record.baseline_run_id is not None
-    prepared = run_preparation(spec, root, measure_baseline=launching and not has_baseline, log=log)
+    try:
+        prepared = run_preparation(spec, root, measure_baseline=launching and not has_baseline, log=log, show=show)
+    except BaseException:
+        if launching and not study.get_trials(deepcopy=False):
+            removal = plan_removal(spec.name, storage, tracker, spec.experiment, root)
+            remove(Removal(studies=removal.studies, runs=removal.runs, folders=[]), storage, tracker)
+            log(f"preparation failed before any trial: study {spec.name!r} and its runs removed again "
+                "(the corrected file launches under the same name)")
+        raise
     ctx = Context(spec=spec, study=study, storage_url=storage_url, tracker=tracker, experiment_id=experiment_id,
                   parent_run_id=parent, root=root, prepared=prepared, heartbeat_s=heartbeat_s)
+    if spec.pruner.enabled:
+        ctx.early_stopping = EarlyStopping(storage_of(study), spec.name, spec.pruner)
     if launching:
         if prepared.data_report:
             tracker.log_dict(parent, prepared.data_report, "data_report.json")
@@ -186,6 +203,13 @@ def tag_pareto(ctx: Context, front: list[FrozenTrial] | None = None) -> list[Fro
     return front
 
 
+def trainings_run(trials: list[FrozenTrial]) -> int:
+    """Student trainings actually performed: trials that trained their own (not reusing another's),
+    to the end or until early stopping pruned them."""
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial_record(t).reused_training_of is None
+               for t in trials)
+
+
 @dataclass
 class Closed:
     front: list[FrozenTrial]
@@ -205,6 +229,8 @@ def close_sweep(ctx: Context, *, interrupted: bool) -> Closed:
     if report.notes:
         ctx.tracker.log(ctx.parent_run_id, tags={"sweep.pareto_ties": "; ".join(report.notes)[:5000]})
     c = counts(ctx.study)
-    ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"]})
+    ctx.tracker.log(ctx.parent_run_id, metrics={"trials_complete": c["complete"], "trials_failed": c["fail"],
+                                                "trials_pruned": c["pruned"],
+                                                "trainings_run": trainings_run(ctx.study.get_trials(deepcopy=False))})
     ctx.tracker.end(ctx.parent_run_id, KILLED if interrupted else FINISHED)
     return Closed(front=front, counts=c, plot=plots[0] if plots else None, report=report, plots=plots)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from trainers import metrics as M
 
@@ -32,20 +32,98 @@ def log(message: str) -> None:
     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
 
 
+PHASE_LABELS = {"teacher_fine_tune": "teacher fine-tune", "teacher_logits": "teacher logits",
+                "baseline": "baseline measurement", "training": "training"}
+
+
+def _bars() -> Progress:
+    """Steps done of total, elapsed and the ETA at the rate so far."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _describe(phase: str, event) -> str:
+    acc = f", val acc {event.val_accuracy:.3f}" if event.val_accuracy is not None else ""
+    epoch = f" (epoch {event.epoch:.1f})" if event.epoch is not None else ""
+    return f"{PHASE_LABELS.get(phase, phase)}{epoch}{acc}"
+
+
+class PreparationProgress:
+    """What `sweep launch` shows while the sweep is prepared: the data report as soon as the child
+    writes it, then one bar per phase (teacher fine-tune, logits, baseline) with its ETA."""
+
+    def __init__(self):
+        self.progress = _bars()
+        self.tasks: dict[str, object] = {}
+        self.last_acc: dict[str, str] = {}
+
+    def __enter__(self) -> "PreparationProgress":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def report(self, text: str) -> None:
+        console.print(text, highlight=False)
+
+    def event(self, event) -> None:
+        if event.phase not in self.tasks:
+            self.tasks[event.phase] = self.progress.add_task(PHASE_LABELS.get(event.phase, event.phase),
+                                                             total=max(event.total_steps, 1))
+        self.progress.update(self.tasks[event.phase], completed=event.step, total=max(event.total_steps, 1),
+                             description=_describe(event.phase, event))
+
+
+class RunningTrials:
+    """One bar per running trial, fed by the progress events its child process writes (step/total, val acc)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[int, object] = {}
+        self.offsets: dict[int, int] = {}
+        self.acc: dict[int, float] = {}
+
+    def update(self, running: dict[int, str]) -> None:
+        from trainers.progress import PROGRESS_FILE, read_events
+
+        for number in [n for n in self.tasks if n not in running]:
+            self.progress.remove_task(self.tasks.pop(number))
+        for number, folder in running.items():
+            try:
+                events, self.offsets[number] = read_events(Path(folder) / PROGRESS_FILE, self.offsets.get(number, 0))
+            except (OSError, ValueError):
+                continue
+            for e in events:
+                if e.val_accuracy is not None:
+                    self.acc[number] = e.val_accuracy
+                if number not in self.tasks:
+                    self.tasks[number] = self.progress.add_task(f"  trial {number}", total=max(e.total_steps, 1))
+                acc = f", val acc {self.acc[number]:.3f}" if number in self.acc else ""
+                self.progress.update(self.tasks[number], completed=e.step, total=max(e.total_steps, 1),
+                                     description=f"  trial {number}: {PHASE_LABELS.get(e.phase, e.phase)}{acc}")
+
+
 def _progress_updater(ctx, progress: Progress, task) -> callable:
     from orchestrator.record import trial_record
     from orchestrator.study import counts
 
+    running_bars = RunningTrials(progress)
+
     def update() -> None:
         c = counts(ctx.study)
         best = ""
-        done = [trial_record(t).metrics for t in ctx.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        trials = ctx.study.get_trials(deepcopy=False)
+        done = [trial_record(t).metrics for t in trials if t.state.name == "COMPLETE"]
         if done:
             acc = max(m.get(M.VAL_ACCURACY, 0.0) for m in done)
             fast = min(m.get(M.LATENCY_P50_BS1, float("inf")) for m in done)
             best = f" | best val accuracy {acc:.4f}, fastest {fast:.2f} ms"
-        progress.update(task, completed=c["complete"] + c["fail"],
-                        description=f"trials: {c['complete']} done, {c['running']} running, {c['fail']} failed, {c['waiting']} queued{best}")
+        progress.update(task, completed=c["complete"] + c["fail"] + c["pruned"],
+                        description=f"trials: {c['complete']} done, {c['running']} running, {c['pruned']} pruned, "
+                                    f"{c['fail']} failed, {c['waiting']} queued{best}")
+        running_bars.update({t.number: out for t in trials if t.state.name == "RUNNING"
+                             and (out := trial_record(t).output_dir)})
 
     return update
 
@@ -59,8 +137,7 @@ def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
     places = placements(n)
     log(f"{n} executor(s): " + "; ".join(f"cores {p.cores}" + (f", GPU {p.gpu}" if p.gpu else "") for p in places))
     stop = threading.Event()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
+    with _bars() as progress:
         task = progress.add_task(title, total=ctx.spec.n_trials)
         try:
             run_sweep(ctx, places, stop=stop, log=log, progress=_progress_updater(ctx, progress, task))
@@ -80,7 +157,8 @@ def finish(ctx, *, interrupted: bool, export: bool) -> None:
     front, c, plot = closed.front, closed.counts, closed.plot
     console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)",
                                report=closed.report))
-    console.print(f"trials: {c['complete']} completed, {c['fail']} failed, {c['waiting']} queued")
+    console.print(f"trials: {c['complete']} completed, {c['pruned']} pruned (early stopping), {c['fail']} failed, "
+                  f"{c['waiting']} queued")
     exported = None
     if export and front:
         out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")

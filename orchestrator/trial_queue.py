@@ -2,7 +2,7 @@
 
 Grid points are enqueued as WAITING trials and popped atomically by `study.ask()`, so with any
 number of workers every grid point is handed out once; relaunching enqueues only the points that
-have neither completed nor are running. Everything that enqueues runs under the storage lock
+have neither completed (or been pruned) nor are running. Everything that enqueues runs under the storage lock
 (`study.storage_lock`), which spans processes and machines, so two workers never queue the same
 point twice; should a storage without a shared lock let it happen, `next_trial` skips the copy.
 """
@@ -24,7 +24,10 @@ from orchestrator.cost import fold_points
 from orchestrator.record import enqueue, frozen, set_trial, tell, trial_id, trial_point, trial_record
 from orchestrator.spec import DIMENSIONS, SweepSpec
 
-ACTIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+# A point is done or taken when a trial of it completed, was pruned (early stopping judged it: running it
+# again would be stopped again), runs or waits.
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+ACTIVE = (*DONE, TrialState.RUNNING, TrialState.WAITING)
 
 
 def point_key(params: dict) -> str:
@@ -42,7 +45,7 @@ def active_points(trials: list[FrozenTrial]) -> set[str]:
 
 
 def requeue(study: optuna.Study, params: dict, **record) -> bool:
-    """Queue `params` again unless a trial of that point completed, runs or waits (call under the storage lock)."""
+    """Queue `params` again unless a trial of that point completed, was pruned, runs or waits (call under the storage lock)."""
     if not params or point_key(params) in active_points(study.get_trials(deepcopy=False)):
         return False
     enqueue(study, params, **record)
@@ -67,7 +70,7 @@ def grid_points(spec: SweepSpec) -> list[dict]:
 def enqueue_grid(study: optuna.Study, spec: SweepSpec, *, retry_failed: bool = False) -> int:
     """Queue the grid points that still need running; returns how many were queued.
 
-    A point needs running when no trial of it completed, runs or waits, and it has failed at most
+    A point needs running when no trial of it completed, was pruned, runs or waits, and it has failed at most
     `budget.max_retries` times (or always, with retry_failed).
     """
     trials = study.get_trials(deepcopy=False)
@@ -160,6 +163,6 @@ def _duplicate_of(study: optuna.Study, mine: FrozenTrial, params: dict) -> int |
     for t in study.get_trials(deepcopy=False):
         if trial_id(t) == trial_id(mine) or point_key(trial_point(t)) != key:
             continue
-        if t.state == TrialState.COMPLETE or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < mine.number):
+        if t.state in DONE or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < mine.number):
             return t.number
     return None

@@ -41,6 +41,8 @@ PARAMS_ENCODER = "params_encoder"
 
 # --- energy ------------------------------------------------------------------------------------
 ENERGY_TRAIN = "energy_kwh_train"
+TRAIN_STEPS = "train_steps"  # optimiser steps the student's training ran (fewer when stopped early)
+TRAIN_SECONDS = "train_seconds"
 EMISSIONS_TRAIN = "emissions_kg_co2e_train"
 ENERGY_PER_1K = "energy_kwh_per_1k_predictions"
 EMISSIONS_PER_1K = "emissions_kg_co2e_per_1k_predictions"
@@ -119,6 +121,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
         MetricInfo(PARAMS_TOTAL, "count", "all parameters of the model", "minimize"),
         MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),
+        MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's training (fewer when pruned early)", "minimize"),
+        MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loop", "minimize"),
         MetricInfo(ENERGY_TRAIN, "kWh", "energy of the student's training (CodeCarbon)", "minimize"),
         MetricInfo(EMISSIONS_TRAIN, "kg CO2e", "emissions of the student's training (CodeCarbon)", "minimize"),
         MetricInfo(ENERGY_PER_1K, "kWh", "inference energy per 1,000 predictions (CodeCarbon)", "minimize"),
