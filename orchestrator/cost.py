@@ -15,15 +15,19 @@ from trainers.precision import train_precision
 
 
 def _fold_key(point: dict) -> tuple:
+    """The point with T dropped at alpha 0; every other dimension (spec.DIMENSIONS) kept as it is."""
     alpha = float(point["distill_alpha"])
+    rest = tuple(sorted((k, v) for k, v in point.items()
+                        if k not in ("pruning_ratio", "distill_alpha", "distill_temperature", "precision")))
     return (float(point["pruning_ratio"]), alpha, None if alpha == 0 else float(point["distill_temperature"]),
-            point["precision"])
+            point["precision"], rest)
 
 
 def training_identity(point: dict) -> tuple:
     """The part of a point that decides the trained weights (the precision it trains in, not the deployed one)."""
-    ratio, alpha, temperature, precision = _fold_key(point)
-    return ratio, alpha, temperature, train_precision(precision)
+    ratio, alpha, temperature, precision, _ = _fold_key(point)
+    # the runtime only serves the trained student; the vocabulary picks the teacher it starts from
+    return ratio, alpha, temperature, train_precision(precision), point.get("vocabulary", "full")
 
 
 def fold_points(points: list[dict]) -> tuple[list[dict], int]:

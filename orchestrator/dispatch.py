@@ -55,6 +55,8 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
         precision=params["precision"],
         output_dir=out,
         measure_lock=lock,
+        runtime=params.get("runtime", "torch"),
+        export_onnx=params.get("runtime") == "onnxruntime",  # the others get theirs at export time, if picked
         # Train once, measure many: trials whose training is identical (fp32/int8 twins) share one.
         trainings_dir=trainings_dir(ctx.root),
     )
