@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from orchestrator.terminal import EXPORT_SUMMARY, console, finish, log as _log, run_with_progress
+from orchestrator.terminal import EXPORT_SUMMARY, console, finish, log as _log, print_measurement, run_with_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -68,10 +68,8 @@ def launch(
     spent on a file, data or hardware that cannot run."""
     from orchestrator.sweep import open_sweep
     from orchestrator.spec import SpecError
-    from orchestrator.study import storage_lock
-    from orchestrator.cost import fold_points
     from orchestrator.terminal import PreparationProgress
-    from orchestrator.trial_queue import enqueue_grid, grid_points
+    from orchestrator.trial_queue import queue_grid
 
     spec = _load_spec(sweep_file)
     t0 = time.time()
@@ -86,10 +84,7 @@ def launch(
     except SpecError as exc:
         _fail(str(exc))
     if spec.sampler.type == "grid":
-        with storage_lock(ctx.storage_url, root):
-            queued = enqueue_grid(ctx.study, spec)
-        _log(f"grid: {queued} point(s) queued, {len(grid_points(spec)) - queued} already done or running, "
-             f"{fold_points(spec.search_space.grid())[1]} folded (temperature has no effect at distill_alpha 0)")
+        queue_grid(ctx, log=_log)
     finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
     finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")
@@ -178,26 +173,12 @@ def status(
     root: Path = ROOT,
 ) -> None:
     """A table of a study's trials (or of all studies in the storage)."""
-    import optuna
-    from rich.table import Table
-
-    from orchestrator.early_stopping import is_companion
-    from orchestrator.report import trials_table
+    from orchestrator.report import studies_table, trials_table
     from orchestrator.study import default_storage_url, open_storage
 
-    url = storage or default_storage_url(root)
     if study_name is None:
-        table = Table(title=f"studies in {url}")
-        for col in ("study", "trials", "complete", "pruned", "failed", "running", "started"):
-            table.add_column(col)
-        storage_obj = open_storage(url, root)
-        for s in optuna.get_all_study_summaries(storage_obj):
-            if is_companion(s.study_name):  # early stopping's curves, not a sweep
-                continue
-            trials = optuna.load_study(study_name=s.study_name, storage=storage_obj).get_trials(deepcopy=False)
-            n = lambda st: str(sum(t.state.name == st for t in trials))  # noqa: E731
-            table.add_row(s.study_name, str(len(trials)), n("COMPLETE"), n("PRUNED"), n("FAIL"), n("RUNNING"), str(s.datetime_start or "-"))
-        console.print(table)
+        url = storage or default_storage_url(root)
+        console.print(studies_table(open_storage(url, root), title=f"studies in {url}"))
         return
     study, _, _ = _study_and_tracker(study_name, storage, None, root)
     console.print(trials_table(study))
@@ -272,6 +253,7 @@ def measure(
     model_dir: Path = typer.Argument(..., help="a saved model folder (teacher cache, export's model/)"),
     sweep_file: Path = typer.Option(..., "--sweep", help="the sweep whose data (test split) and measure settings to use"),
     precision: Optional[str] = typer.Option(None, help="default: the precision the model was exported with"),
+    runtime: Optional[str] = typer.Option(None, help="torch | onnxruntime (default: the runtime it was exported for)"),
     output: Optional[Path] = typer.Option(None, "--output", help="also write metrics, tags and per-class F1 as JSON"),
     root: Path = ROOT,
 ) -> None:
@@ -284,23 +266,11 @@ def measure(
     try:
         measured = measure_in_fresh_process(model_dir.resolve(), spec.data, spec.base_dir, spec.measure,
                                             max_seq_len=spec.training.max_seq_len, cache_dir=(root / "cache" / "data").resolve(),
-                                            batch_size=spec.training.eval_batch_size, precision=precision)
+                                            batch_size=spec.training.eval_batch_size, precision=precision,
+                                            runtime=runtime)
     except RuntimeError as exc:
         _fail(str(exc), code=1)
-    used = measured.precision
-    console.print(f"{model_dir} measured in {used}:")
-    for key in sorted(measured.metrics):
-        console.print(f"  {key:40s} {measured.metrics[key]:.6g}", highlight=False)
-    for key in ("measure_device", "measure_threads", "hw_cpu_model", "val_accuracy_scope", "accuracy_scope", "measure_process"):
-        if key in measured.tags:
-            console.print(f"  [dim]{key}: {measured.tags[key]}[/dim]", highlight=False)
-    if output:
-        import json
-
-        output.write_text(json.dumps({"precision": used, "metrics": measured.metrics, "tags": measured.tags,
-                                      "per_class_f1": measured.per_class_f1, "val_per_class_f1": measured.val_per_class_f1},
-                                     indent=2))
-        console.print(f"written to {output}")
+    print_measurement(model_dir, measured, output)
 
 
 @app.command()
@@ -341,9 +311,7 @@ def delete(
 ) -> None:
     """Remove a study, its early-stopping companion, its MLflow runs and its trial folders (caches stay)."""
     from orchestrator.cleanup import plan_removal, remove
-    from orchestrator.study import open_storage
-
-    from orchestrator.study import default_storage_url
+    from orchestrator.study import default_storage_url, open_storage
 
     study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
     store = open_storage(storage or default_storage_url(root), root)
@@ -371,29 +339,11 @@ def ui(
     uri = resolve_tracking_uri(tracking_uri, None, root)
     base = f"http://{host}:{port}"
     console.print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)")
-    for name, experiment_id, has_view in _experiments(uri):
+    for name, experiment_id, has_view in ui_server.experiments_with_runs(
+            uri, warn=lambda text: console.print(f"[yellow]{text}[/yellow]")):
         console.print(f"  {name}: {runs_url(base, experiment_id, view=has_view)}", highlight=False, soft_wrap=True)
     artifacts = root / "artifacts" if uri.startswith("sqlite:") else None
     raise typer.Exit(ui_server.serve(ui_server.command(uri, host, port, artifacts)))
-
-
-def _experiments(uri: str) -> list[tuple[str, str, bool]]:
-    """(name, id, has the sweep's runs view) of the store's experiments that hold runs; none for a
-    store that does not exist yet."""
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.tracking import RUNS_VIEW_TAG
-
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return []
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        found = client.search_experiments(max_results=200)
-        return [(e.name, e.experiment_id, RUNS_VIEW_TAG in e.tags) for e in found
-                if client.search_runs([e.experiment_id], max_results=1)]
-    except Exception as exc:  # an unreachable server must not keep the UI from starting
-        console.print(f"[yellow]could not list experiments in {uri}: {exc}[/yellow]")
-        return []
 
 
 if __name__ == "__main__":

@@ -170,3 +170,22 @@ def write_plots(study: optuna.Study, spec: SweepSpec, out_dir: Path, front: Sequ
     objectives = [(o.key, o.direction) for o in spec.objectives]
     return write_pareto_plots(points, teacher_point(study_record(study).baseline_metrics), objectives, spec.constraints,
                               out_dir, title=f"Pareto front of {study.study_name}")
+
+
+def studies_table(storage, *, title: str) -> Table:
+    """One row per sweep study in `storage` (early stopping's companion studies left out)."""
+    import optuna
+
+    from orchestrator.early_stopping import is_companion
+
+    table = Table(title=title)
+    for col in ("study", "trials", "complete", "pruned", "failed", "running", "started"):
+        table.add_column(col)
+    for s in optuna.get_all_study_summaries(storage):
+        if is_companion(s.study_name):  # early stopping's curves, not a sweep
+            continue
+        trials = optuna.load_study(study_name=s.study_name, storage=storage).get_trials(deepcopy=False)
+        n = lambda st: str(sum(t.state.name == st for t in trials))  # noqa: E731
+        table.add_row(s.study_name, str(len(trials)), n("COMPLETE"), n("PRUNED"), n("FAIL"), n("RUNNING"),
+                      str(s.datetime_start or "-"))
+    return table

@@ -5,6 +5,8 @@ Side effects at the rim: `cli.py` parses flags and calls these; nothing here dec
 
 from __future__ import annotations
 
+import json
+
 import sys
 import threading
 import time
@@ -178,3 +180,18 @@ def finish(ctx, *, interrupted: bool, export: bool) -> None:
         console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
     if interrupted:
         console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")
+
+
+def print_measurement(model_dir: Path, measured, output: Path | None) -> None:
+    """`sweep measure`'s report: every metric (names carry units), how it was measured, optionally as JSON."""
+    console.print(f"{model_dir} measured in {measured.precision} ({measured.tags.get('runtime', 'torch')}):")
+    for key in sorted(measured.metrics):
+        console.print(f"  {key:40s} {measured.metrics[key]:.6g}", highlight=False)
+    for key in ("measure_device", "measure_threads", "hw_cpu_model", "val_accuracy_scope", "accuracy_scope", "measure_process"):
+        if key in measured.tags:
+            console.print(f"  [dim]{key}: {measured.tags[key]}[/dim]", highlight=False)
+    if output:
+        output.write_text(json.dumps({"precision": measured.precision, "metrics": measured.metrics, "tags": measured.tags,
+                                      "per_class_f1": measured.per_class_f1, "val_per_class_f1": measured.val_per_class_f1},
+                                     indent=2))
+        console.print(f"written to {output}")

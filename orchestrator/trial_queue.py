@@ -166,3 +166,15 @@ def _duplicate_of(study: optuna.Study, mine: FrozenTrial, params: dict) -> int |
         if t.state in DONE or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < mine.number):
             return t.number
     return None
+
+
+def queue_grid(ctx: Context, *, log) -> int:
+    """Queue the grid points still to run, under the storage lock, and say how many and how many were folded."""
+    from orchestrator.cost import fold_points
+    from orchestrator.study import storage_lock
+
+    with storage_lock(ctx.storage_url, ctx.root):
+        queued = enqueue_grid(ctx.study, ctx.spec)
+    log(f"grid: {queued} point(s) queued, {len(grid_points(ctx.spec)) - queued} already done or running, "
+        f"{fold_points(ctx.spec.search_space.grid())[1]} folded (temperature has no effect at distill_alpha 0)")
+    return queued

@@ -87,3 +87,22 @@ def serve(cmd: list[str]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code
+
+
+def experiments_with_runs(uri: str, warn=print) -> list[tuple[str, str, bool]]:
+    """(name, id, has the sweep's runs view) of the store's experiments that hold runs; none for a
+    store that does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import RUNS_VIEW_TAG
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return []
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        found = client.search_experiments(max_results=200)
+        return [(e.name, e.experiment_id, RUNS_VIEW_TAG in e.tags) for e in found
+                if client.search_runs([e.experiment_id], max_results=1)]
+    except Exception as exc:  # an unreachable server must not keep the UI from starting
+        warn(f"could not list experiments in {uri}: {exc}")
+        return []
