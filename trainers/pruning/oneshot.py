@@ -9,6 +9,7 @@ from torch import nn
 
 from trainers.pruning.config import PruningConfig
 from trainers.pruning.plan import PruningPlan, apply_plan, encoder_dims, encoder_layers, layer_linears, select_plan
+from trainers.pruning.static import StaticPruner
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -61,7 +62,7 @@ def taylor_importance(model: nn.Module, batches: Iterable[dict]) -> tuple[torch.
     return heads, neurons
 
 
-class OneShotPruner:
+class OneShotPruner(StaticPruner):
     """Scores and physically prunes in prepare(); training afterwards just fine-tunes the smaller model."""
 
     def __init__(self, model: nn.Module, ratio: float, cfg: PruningConfig):
@@ -80,15 +81,6 @@ class OneShotPruner:
         self.plan = select_plan(heads, neurons, self.ratio, encoder_dims(model), ffn_round_to=self.cfg.ffn_round_to,
                                 method=f"one_shot/{self.cfg.one_shot_importance}")
         apply_plan(model, self.plan)
-
-    def score_parameters(self) -> list[nn.Parameter]:
-        return []
-
-    def on_step(self, step: int, total_steps: int) -> None:
-        pass
-
-    def penalty(self) -> torch.Tensor:
-        return torch.zeros(())
 
     def finalize(self, model: nn.Module) -> PruningPlan:
         if self.plan is None:

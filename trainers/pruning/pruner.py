@@ -11,6 +11,7 @@ from trainers.pruning.config import PruningConfig
 from trainers.pruning.movement import BlockMovementPruner
 from trainers.pruning.oneshot import OneShotPruner
 from trainers.pruning.plan import PruningPlan, check_unpruned, encoder_layers, identity_plan
+from trainers.pruning.static import StaticPruner
 
 
 class Pruner(Protocol):
@@ -23,20 +24,11 @@ class Pruner(Protocol):
     def finalize(self, model: nn.Module) -> PruningPlan: ...
 
 
-class NoOpPruner:
+class NoOpPruner(StaticPruner):
     """ratio 0: touches nothing, returns the identity plan."""
 
     def prepare(self, model: nn.Module, calib_batches: Iterable[dict] | None = None) -> None:
         encoder_layers(model)  # still fail early on a model this package cannot prune
-
-    def score_parameters(self) -> list[nn.Parameter]:
-        return []
-
-    def on_step(self, step: int, total_steps: int) -> None:
-        pass
-
-    def penalty(self) -> torch.Tensor:
-        return torch.zeros(())
 
     def finalize(self, model: nn.Module) -> PruningPlan:
         return identity_plan(model)
