@@ -40,6 +40,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg["output_dir"] = str((out_dir / "reproduced").resolve())
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
+    trial_cfg["trainings_dir"] = None  # a reproduction trains the student itself, never reuses the sweep's training
     trial_cfg_path.write_text(yaml.safe_dump(trial_cfg, sort_keys=False))
 
     baseline = study_record(study).baseline_metrics
