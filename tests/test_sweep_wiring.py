@@ -89,8 +89,8 @@ def test_early_stopping_prunes_a_loser_in_optuna_mlflow_and_status(tmp_path, tin
     root = tmp_path / "mlruns"
     doc = sweep_doc(tiny_encoder, topics_csv, **{
         "search_space.pruning_ratio": {"low": 0.0, "high": 0.9}, "search_space.distill_alpha": [0.0],
-        "sampler": {"type": "random", "seed": 0}, "budget.n_trials": 5,
-        "training.epochs": 12, "training.eval_every_steps": 2,
+        "sampler": {"type": "random", "seed": 0}, "budget.n_trials": 3,
+        "training.epochs": 25, "training.eval_every_steps": 3,
     })
     doc["pruner"] = {"type": "median", "n_startup_trials": 1}
     path = write_sweep(tmp_path, doc)
