@@ -38,8 +38,9 @@ def grid_summary(spec: SweepSpec) -> tuple[list[dict], str]:
     points = grid_points(spec)
     line = (f"grid: {len(full)} point(s), {folded} folded (temperature has no effect at distill_alpha 0), "
             f"{len(kept)} distinct point(s) with {distinct_trainings(kept)} distinct training(s) "
-            f"(int8 reuses the fp32 training); this sweep runs {len(points)} point(s) = "
-            f"{distinct_trainings(points)} training(s)")
+            f"(int8 and ONNX Runtime reuse the fp32 PyTorch training); this sweep runs {len(points)} point(s) = "
+            f"{distinct_trainings(points)} training(s)"
+            + (f" x {spec.training.seeds} seeds" if spec.training.seeds > 1 else ""))
     return points, line
 
 
@@ -135,7 +136,7 @@ def _calibrated_estimate(spec, teacher_dir: Path, encoded, points: list[dict], t
     teacher_s = 0.0 if cached else teacher_steps * step_seconds[precisions[0]][ratios[0]]
     # Measuring: the latency budget plus a fresh process (interpreter, imports, loading): an assumption, said so.
     measure_s = spec.measure.max_seconds + 10.0
-    return estimate(points, steps_per_trial=steps, step_seconds=step_seconds, measure_s_per_trial=measure_s,
+    return estimate(points, steps_per_trial=steps * spec.training.seeds, step_seconds=step_seconds, measure_s_per_trial=measure_s,
                     teacher_s=teacher_s, workers=workers)
 
 

@@ -158,8 +158,7 @@ def trial(
         cfg = TrialConfig.model_validate(yaml.safe_load(config.read_text()))
     except ValidationError as exc:
         _fail("\n".join(f"{config}: field {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    if output_dir:
-        cfg = cfg.model_copy(update={"output_dir": output_dir})
+    cfg = cfg.model_copy(update={"await_verdict_s": 0.0, **({"output_dir": output_dir} if output_dir else {})})  # runs alone
     result = run_trial(cfg, log=_log)
     for key in sorted(result.metrics):
         console.print(f"{key:40s} {result.metrics[key]:.6g}", highlight=False)

@@ -85,7 +85,7 @@ def estimate(points: list[dict], *, steps_per_trial: int, step_seconds: dict[str
     `step_seconds[train_precision][ratio]` are the calibrated seconds per step."""
     identities = {training_identity(p) for p in points}
     training = 0.0
-    for ratio, _, _, precision in identities:
+    for ratio, _, _, precision, _vocabulary in identities:
         table = step_seconds.get(precision) or step_seconds["fp32"]
         training += steps_per_trial * seconds_per_step_at(ratio, table)
     return Estimate(trainings=len(identities), training_s=training, measuring_s=len(points) * measure_s_per_trial,

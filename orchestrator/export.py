@@ -92,6 +92,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone
     trial_cfg["trainings_dir"] = None  # a reproduction trains the student itself, never reuses the sweep's training
+    trial_cfg["await_verdict_s"] = 0.0  # and runs alone: no orchestrator judges its evaluations
     data_base = Path(trial_cfg.get("data_base_dir", ".")).resolve()
     trial_cfg["data"] = relative_to(trial_cfg.get("data", {}), data_base)  # data paths resolve against data_base_dir
     trial_cfg_path.write_text(yaml.safe_dump(relative_to(trial_cfg, base), sort_keys=False))

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.early_stopping import EarlyStopping, Twin
-from trainers.progress import PROGRESS_FILE, STOP_FILE, ProgressEvent, read_events, request_stop
+from trainers.progress import PROGRESS_FILE, STOP_FILE, VERDICT_FILE, ProgressEvent, read_events, record_verdict, request_stop
 
 
 class TrialWatch:
     def __init__(self, output_dir: Path, early_stopping: EarlyStopping | None, number: int):
         self.output_dir = Path(output_dir)
-        for stale in (PROGRESS_FILE, STOP_FILE):  # a folder reused by a retry starts clean
+        for stale in (PROGRESS_FILE, STOP_FILE, VERDICT_FILE):  # a folder reused by a retry starts clean
             (self.output_dir / stale).unlink(missing_ok=True)
         self.twin: Twin | None = early_stopping.twin(number) if early_stopping is not None else None
         self.offset = 0
@@ -28,6 +28,7 @@ class TrialWatch:
     def poll(self, *, may_stop: bool = True) -> None:
         """Read new events; report evaluations to the twin; request a stop when the pruner says so."""
         events, self.offset = read_events(self.output_dir / PROGRESS_FILE, self.offset)
+        judged = None
         for event in events:
             self.last = event
             if event.kind != "eval" or event.val_accuracy is None or self.twin is None:
@@ -36,6 +37,9 @@ class TrialWatch:
                 self.stop_reason = (f"early stopping ({self.twin.study.pruner.__class__.__name__}): validation accuracy "
                                     f"{event.val_accuracy:.4f} at step {event.step} of {event.total_steps}")
                 request_stop(self.output_dir, self.stop_reason)
+            judged = event.step
+        if judged is not None and self.stop_reason is None:
+            record_verdict(self.output_dir, judged)  # the trial waits for this before it trains on
 
     def finished(self) -> None:
         """The child exited: take in the evaluations it wrote last (the curve other trials are judged by)."""

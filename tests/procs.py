@@ -106,7 +106,8 @@ def assert_consistent(study: optuna.Study, runs: list, grid: list[dict]) -> None
 
 def grid_of(doc: dict) -> list[dict]:
     space = doc["search_space"]
-    return [{"pruning_ratio": p, "distill_temperature": t, "distill_alpha": a, "precision": q}
+    return [{"pruning_ratio": p, "distill_temperature": t, "distill_alpha": a, "precision": q,
+             "runtime": "torch", "vocabulary": "full"}  # the dimensions these tests leave at their defaults
             for p in space["pruning_ratio"] for t in space["distill_temperature"]
             for a in space["distill_alpha"] for q in space["precision"]]
 

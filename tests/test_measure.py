@@ -256,10 +256,18 @@ def test_weight_bytes_counts_the_stored_precision():
     assert weight_bytes(fp32) == 4 * n + buffers
     assert weight_bytes(weights_dominated_bert().to(torch.bfloat16)) == 2 * n + buffers
     int8 = for_inference(weights_dominated_bert(), "int8")
-    linear = sum(m.weight.numel() for m in fp32.modules() if isinstance(m, nn.Linear))
-    # Linear weights at 1 byte (+ one scale/zero point each), everything else (biases, embeddings) fp32
-    n_linear = sum(1 for m in fp32.modules() if isinstance(m, nn.Linear))
-    assert weight_bytes(int8) == 4 * (n - linear) + linear + 16 * n_linear + buffers
+    # Quantised weights (Linear and word embeddings) at 1 byte each, plus one fp32 scale per row; everything
+    # else (biases, norms, position embeddings) stays fp32.
+    quantised = [p for p in int8.parameters() if p.dtype == torch.int8]
+    assert quantised, "int8 inference must hold int8 weights"
+    q = sum(p.numel() for p in quantised)
+    scales = sum(b.numel() for name, b in int8.named_buffers() if name.endswith("weight_scale"))
+    assert scales == sum(p.shape[0] for p in quantised)
+    others = sum(p.numel() for p in int8.parameters() if p.dtype != torch.int8)
+    other_buffers = sum(b.numel() * b.element_size() for name, b in int8.named_buffers() if not name.endswith("weight_scale"))
+    assert q + others == n  # same parameters, stored smaller
+    assert weight_bytes(int8) == q + 4 * scales + 4 * others + other_buffers
+    assert weight_bytes(int8) < 0.3 * weight_bytes(fp32)
 
     class OwnFormat(nn.Module):  # a module storing weights its own way reports its own bytes
         def __init__(self) -> None:
@@ -392,7 +400,7 @@ def test_inference_energy_refuses_no_batches():
 
 
 def expected_names(b: int) -> set[str]:
-    names = {"test_accuracy", "test_macro_f1", "params_total", "params_encoder",
+    names = {"test_accuracy", "test_macro_f1", "test_examples", "params_total", "params_encoder",
              "memory_process_peak_mb_infer", "memory_process_rss_peak_mb_infer",
              "memory_process_rss_increase_mb_infer",
              MEMORY_MODEL, MEMORY_WEIGHTS, MEMORY_ACTIVATIONS, ENERGY_PER_1K, EMISSIONS_PER_1K}

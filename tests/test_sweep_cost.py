@@ -14,14 +14,22 @@ from orchestrator.spec import load_sweep
 from conftest import REPO
 
 
-def test_the_demo_grid_folds_temperature_at_alpha_zero_and_has_18_distinct_trainings():
+def test_the_demo_grid_has_4_distinct_trainings_for_16_points():
     grid = load_sweep(REPO / "sweeps" / "demo.yaml", check_hardware=False).search_space.grid()
-    assert len(grid) == 36
+    assert len(grid) == 16  # 2 ratios x 2 precisions x 2 runtimes x 2 vocabularies
+    assert fold_points(grid) == (grid, 0)  # one temperature, alpha 0.7: nothing to fold
+    # fp32/int8 and torch/onnxruntime serve the same trained student; the vocabulary picks another teacher
+    assert distinct_trainings(grid) == 4
+
+
+def test_temperature_folds_at_alpha_zero_only_and_every_other_dimension_is_kept():
+    base = {"pruning_ratio": 0.5, "precision": "fp32", "runtime": "torch", "vocabulary": "full"}
+    grid = [{**base, "distill_alpha": a, "distill_temperature": t, "runtime": rt}
+            for a in (0.0, 0.7) for t in (2.0, 4.0) for rt in ("torch", "onnxruntime")]
     kept, folded = fold_points(grid)
-    assert (len(kept), folded) == (27, 9)
-    assert not any(a["distill_alpha"] == 0 and b["distill_alpha"] == 0 and a["distill_temperature"] != b["distill_temperature"]
-                   and all(a[k] == b[k] for k in ("pruning_ratio", "precision")) for a in kept for b in kept)
-    assert distinct_trainings(grid) == distinct_trainings(kept) == 18  # fp32 and int8 train the same student
+    assert folded == 2 and len(kept) == 6
+    assert {(p["distill_alpha"], p["runtime"]) for p in kept if p["distill_alpha"] == 0} == {(0.0, "torch"), (0.0, "onnxruntime")}
+    assert distinct_trainings(grid) == 3  # alpha 0 (any T), alpha 0.7 at T 2, at T 4; runtimes share
 
 
 def test_estimate_counts_each_distinct_training_once_at_its_calibrated_speed():

@@ -115,7 +115,8 @@ def test_export_metrics_equal_the_mlflow_run_and_the_config_reproduces(launched)
     assert doc["test_reported"]["test_accuracy"] == run.data.metrics["test_accuracy"]
     completed = [t for t in _study(work / "mlruns", "tiny").trials if t.state.name == "COMPLETE"]
     assert doc["metrics"]["val_accuracy"] == max(t.user_attrs["metrics"]["val_accuracy"] for t in completed)
-    assert set(doc["hyperparameters"]) == {"pruning_ratio", "distill_temperature", "distill_alpha", "precision"}
+    assert set(doc["hyperparameters"]) == {"pruning_ratio", "distill_temperature", "distill_alpha", "precision", "runtime",
+                                           "vocabulary"}
     assert (out / "model" / "config.json").exists() and (out / "model" / "model.safetensors").exists()
     assert doc["reproduce"].startswith("sweep trial ")
     rerun = sweep_cli(*doc["reproduce"].split()[1:], cwd=out)  # commands run from the export folder
@@ -172,7 +173,7 @@ def test_export_is_portable_with_a_model_card_and_runs_without_this_project(laun
     torch.testing.assert_close(torch.tensor(plain["logits"]), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.tensor(plain["onnx_logits"]), expected, atol=1e-4, rtol=0)
     accuracy = float((torch.tensor(plain["logits"]).argmax(-1) == test["labels"]).double().mean())
-    assert accuracy == pytest.approx(doc["metrics"]["accuracy"], abs=1e-9)  # the exported (fp32) test accuracy
+    assert accuracy == pytest.approx(doc["metrics"]["test_accuracy"], abs=1e-9)  # the exported (fp32) test accuracy
 
 
 def test_relaunch_resumes_without_running_any_grid_point_twice(launched):

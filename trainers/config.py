@@ -65,6 +65,9 @@ class TrialConfig(Strict):
     trainings_dir: Path | None = Field(
         None, description="shared trained students by training key (train once, measure many); None: train here, share nothing"
     )
+    await_verdict_s: float = Field(
+        0.0, ge=0, description="early stopping on: after each evaluation, wait up to this long for the orchestrator's "
+        "verdict (0: never wait, e.g. a trial run alone)")
     export_onnx: bool = Field(
         True, description="write model.onnx + model.int8.onnx and their parity check (onnx_parity.json) beside the saved student"
     )

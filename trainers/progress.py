@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 PROGRESS_FILE = "progress.jsonl"
 STOP_FILE = "STOP"
+VERDICT_FILE = "VERDICT"  # the orchestrator's "go on": the last evaluated step its pruner has judged
 DATA_REPORT_FILE = "data_report.txt"  # written by `prepare` as soon as the data is read, before the teacher trains
 
 # The phases a worker reports; one word per phase, the same in the worker and the orchestrator.
@@ -57,8 +58,13 @@ class ProgressReporter:
     eval events always. Both callbacks return True once a stop was requested, if `stoppable`.
     """
 
-    def __init__(self, folder: str | Path, phase: str, *, stoppable: bool = False, min_interval_s: float = 1.0):
+    def __init__(self, folder: str | Path, phase: str, *, stoppable: bool = False, min_interval_s: float = 1.0,
+                 await_verdict_s: float = 0.0):
+        """`await_verdict_s` > 0 (early stopping on): after each evaluation, wait up to that long for the
+        orchestrator's verdict on it (STOP, or VERDICT naming this step), so whether a trial is pruned never
+        depends on how fast the orchestrator happened to poll."""
         self.folder, self.phase, self.stoppable, self.min_interval_s = Path(folder), phase, stoppable, min_interval_s
+        self.await_verdict_s = await_verdict_s
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / PROGRESS_FILE
         self._t0 = time.perf_counter()
@@ -81,6 +87,10 @@ class ProgressReporter:
 
     def on_eval(self, step: int, epoch: float, val_accuracy: float) -> bool:
         self._write("eval", step, self._total, epoch, val_accuracy)
+        if self.stoppable and self.await_verdict_s > 0:
+            deadline = time.perf_counter() + self.await_verdict_s
+            while not self.stop_requested() and judged_step(self.folder) < step and time.perf_counter() < deadline:
+                time.sleep(0.05)
         return self.stop_requested()
 
     def end(self, step: int, total_steps: int) -> None:
@@ -101,6 +111,22 @@ def progress_hooks(folder: str | Path | None, phase: str) -> dict:
 
 def stop_requested(folder: str | Path) -> bool:
     return (Path(folder) / STOP_FILE).exists()
+
+
+def judged_step(folder: str | Path) -> int:
+    """The last evaluated step the orchestrator has judged (-1 before any)."""
+    try:
+        return int((Path(folder) / VERDICT_FILE).read_text())
+    except (OSError, ValueError):
+        return -1
+
+
+def record_verdict(folder: str | Path, step: int) -> None:
+    """Tell the trial its evaluation at `step` was judged and it may go on (atomic: never half a number)."""
+    folder = Path(folder)
+    tmp = folder / f"{VERDICT_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(str(step))
+    tmp.replace(folder / VERDICT_FILE)
 
 
 def request_stop(folder: str | Path, reason: str) -> None:

@@ -86,7 +86,7 @@ def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str
     calib = list(itertools.islice(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed), 8))
     pruner.prepare(student, calib)
     precision = train_precision(cfg.precision)
-    progress = ProgressReporter(cfg.output_dir, STUDENT_TRAINING, stoppable=True)
+    progress = ProgressReporter(cfg.output_dir, STUDENT_TRAINING, stoppable=True, await_verdict_s=cfg.await_verdict_s)
     plan = None
     with track_memory("train", device, sample_interval_s=0.05) as mem_train, \
             track_emissions("train", cfg.measure) as em_train:

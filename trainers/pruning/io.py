@@ -121,4 +121,8 @@ def load_pruned(model_dir: str | Path) -> tuple[nn.Module, Any]:
 
 
 def _tokenizer(model_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(model_dir) if (model_dir / "tokenizer_config.json").exists() else None
+    # Never run code shipped in a folder: the tokenizer files say their class; the modeling file (auto_map)
+    # is for users of plain transformers, and this project builds the model from its own copy.
+    if not (model_dir / "tokenizer_config.json").exists():
+        return None
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
