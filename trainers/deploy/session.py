@@ -40,6 +40,10 @@ class OrtClassifier(nn.Module):
     counts int8 weights plus their scales and zero points.
     """
 
+    # Its activations live in ONNX Runtime's arena, which torch's allocator (and profiler) never sees:
+    # the measuring code takes them from the process RSS instead (trainers/measuring.py).
+    allocates_outside_torch = True
+
     def __init__(self, onnx_path: str | Path, config: Any, *, threads: int | None = None) -> None:
         super().__init__()
         import onnx

@@ -282,6 +282,9 @@ def weight_bytes(model: nn.Module) -> int:
             return int(own())
         total = 0
         for t in itertools.chain(module.parameters(recurse=False), module.buffers(recurse=False)):
+            if t.device.type == "meta":  # a description of weights held elsewhere (an ONNX graph): fresh each call
+                total += tensor_bytes(t)
+                continue
             key = id(t) if is_traceable_wrapper_subclass(t) or t.data_ptr() == 0 else t.data_ptr()
             if key not in seen:  # tied weights (one storage, two modules) count once
                 seen.add(key)
@@ -399,6 +402,9 @@ def measure_model_memory(model: nn.Module, *, batch_size: int, seq_len: int, dev
                 forwards(repeats)
                 torch.cuda.synchronize(device)
                 peak, method = torch.cuda.max_memory_allocated(device) - before, CUDA_ACTIVATION_METHOD
+            elif getattr(model, "allocates_outside_torch", False):  # e.g. an ONNX Runtime session
+                forwards(repeats)
+                peak, method = 0, "not seen by torch's allocator (the runtime allocates its own memory): measured by the caller"
             else:
                 peak, method = _cpu_allocation_peak(lambda: forwards(repeats)), CPU_ACTIVATION_METHOD
     finally:
