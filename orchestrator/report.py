@@ -53,16 +53,21 @@ def _acc(metrics: dict[str, float], name: str, seeds: int) -> str:
     value, ci = metrics.get(name), metrics.get(M.ci95_name(name))
     if value is None:
         return "-"
-    return f"{value:.4f} ± {ci:.4f}" if seeds > 1 and ci is not None else f"{value:.4f}"
+    return f"{value:.3f}±{ci:.3f}" if seeds > 1 and ci is not None else f"{value:.4f}"
+
+
+RUNTIME_SHORT = {"torch": "torch", "onnxruntime": "ort"}  # ort = ONNX Runtime (the caption says so)
 
 
 def _noise(student: dict[str, float], teacher: dict[str, float]) -> str:
-    return {True: "within noise", False: "", None: "?"}[pareto.within_noise(student, teacher)]
+    return {True: "~teacher", False: "", None: "?"}[pareto.within_noise(student, teacher)]
 
 
 def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
-    lines = ["validation decides, test reports: the front and the pick read val acc; test acc is shown, never used to "
-             "choose. Δ in points vs. the teacher; latency p50 at batch 1; ok = meets the constraints"]
+    lines = ["validation decides, test reports: the front and the pick read val acc; * test acc is shown, never used to "
+             "choose. Δ in points vs. the teacher; ms = latency p50 at batch 1; MiB = model memory (weights at their "
+             "precision + activation peak); kWh/1k = inference energy per 1,000 predictions; runtime ort = ONNX Runtime; "
+             "ok = meets the constraints"]
     if report is None:
         return lines[0]
     if report.seeds > 1:
@@ -70,7 +75,7 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
                      "memory and energy measured once, on the median-val seed's model")
     teacher_iv = pareto.interval(baseline, M.VAL_ACCURACY)
     if teacher_iv is not None:
-        lines.append(f"noise = 'within noise' when the student's val acc interval overlaps the teacher's "
+        lines.append(f"noise = '~teacher' (within noise) when the student's val acc interval overlaps the teacher's "
                      f"({teacher_iv[2]}: {teacher_iv[0]:.4f}-{teacher_iv[1]:.4f}, one teacher training); a one-seed "
                      "student's interval is the Wilson 95 % interval on its validation rows")
     lines.extend(f"{note} (latency within p90-p50 spread or measure.rel_tol, accuracies within each other's interval; "
@@ -99,23 +104,24 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
     seeds = report.seeds if report is not None else 1
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption(report, baseline),
                   caption_justify="left")
-    for col in ("trial", "prune", "T", "alpha", "prec", "val acc", "Δval", "noise", "test acc (reported)", "Δtest", "ms",
-                "speedup", "Mparams", "train kWh", "kWh/1k pred", "ok"):
+    for col in ("trial", "prune", "T", "alpha", "prec", "runtime", "vocab", "val acc", "Δval", "noise",
+                "test acc*", "ms", "speedup", "MiB", "train kWh", "kWh/1k", "ok"):
         table.add_column(col, justify="right")
     if baseline:
-        table.add_row("teacher", "0", "-", "-", "fp32", _fmt(baseline.get(M.VAL_ACCURACY)), "0.0", "",
-                      _fmt(baseline.get(M.TEST_ACCURACY)), "0.0", _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
-                      _fmt((baseline.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"), "-", _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"),
-                      "", style="dim")
+        table.add_row("teacher", "0", "-", "-", "fp32", "torch", "full", _fmt(baseline.get(M.VAL_ACCURACY)), "0.0", "",
+                      _fmt(baseline.get(M.TEST_ACCURACY)), _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
+                      _fmt(baseline.get(M.MEMORY_MODEL), ".1f"), "-",
+                      _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"), "", style="dim")
     for row in pareto.rows(front, baseline, report.baselines if report is not None else None):
         m, d, p = row.metrics, row.deltas, row.params
         table.add_row(
             str(row.number), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",
-            f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), _acc(m, M.VAL_ACCURACY, seeds),
+            f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), RUNTIME_SHORT.get(p.get("runtime", "torch"), "?"),
+            str(p.get("vocabulary", "full")), _acc(m, M.VAL_ACCURACY, seeds),
             _fmt(d.get(f"delta_{M.VAL_ACCURACY}_points"), "+.1f"), _noise(m, baseline), _acc(m, M.TEST_ACCURACY, seeds),
-            _fmt(d.get(f"delta_{M.TEST_ACCURACY}_points"), "+.1f"), _fmt(m.get(M.LATENCY_P50_BS1), ".2f"),
-            _fmt(d.get(M.SPEEDUP_BS1), ".2f") + ("x" if d.get(M.SPEEDUP_BS1) else ""),
-            _fmt((m.get(M.PARAMS_TOTAL) or 0) / 1e6, ".2f"), _fmt(m.get(M.ENERGY_TRAIN), ".2e"),
+            _fmt(m.get(M.LATENCY_P50_BS1), ".2f"),
+            _fmt(d.get(M.SPEEDUP_BS1), ".2f") + ("x" if d.get(M.SPEEDUP_BS1) else ""), _fmt(m.get(M.MEMORY_MODEL), ".1f"),
+            _fmt(m.get(M.ENERGY_TRAIN), ".2e"),
             _fmt(m.get(M.ENERGY_PER_1K), ".2e"),
             "yes" if row.feasible else "no",
         )
@@ -124,9 +130,9 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
 
 def trials_table(study: optuna.Study) -> Table:
     table = Table(title=f"study {study.study_name}", header_style="bold")
-    for col in ("trial", "state", "ratio", "T", "alpha", "precision", "val acc", "test acc (reported)", "latency ms",
-                "seconds", "note"):
-        table.add_column(col, justify="right" if col not in ("state", "note", "precision") else "left")
+    for col in ("trial", "state", "ratio", "T", "alpha", "precision", "runtime", "vocab", "val acc", "test acc (reported)",
+                "latency ms", "seconds", "note"):
+        table.add_column(col, justify="right" if col not in ("state", "note", "precision", "runtime", "vocab") else "left")
     front = {b.number for b in study.best_trials}
     for t in study.get_trials(deepcopy=False):
         p = trial_point(t)
@@ -139,7 +145,8 @@ def trials_table(study: optuna.Study) -> Table:
         if t.state == TrialState.COMPLETE and t.number in front:
             note = "pareto front"
         table.add_row(str(t.number), t.state.name, f"{p.get('pruning_ratio', '-')}", f"{p.get('distill_temperature', '-')}",
-                      f"{p.get('distill_alpha', '-')}", str(p.get("precision", "-")), _fmt(m.get(M.VAL_ACCURACY)),
+                      f"{p.get('distill_alpha', '-')}", str(p.get("precision", "-")), str(p.get("runtime", "torch")),
+                      str(p.get("vocabulary", "full")), _fmt(m.get(M.VAL_ACCURACY)),
                       _fmt(m.get(M.TEST_ACCURACY)), _fmt(m.get(M.LATENCY_P50_BS1), ".2f"), _fmt(seconds, ".0f"), note[:80])
     return table
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from trainers import metrics as M
 
 # Piped output (CI logs, `| tee`) gets room for the wide tables instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() else 180)
 
 # What `sweep export` prints: validation decides, test is reported beside it.
 EXPORT_SUMMARY = (
