@@ -113,7 +113,7 @@ def test_launch_and_worker_share_a_study_and_survive_a_killed_worker(postgres_ur
     assert_consistent(study, runs, grid_of(doc))
     dead = study.trials[victim.number]
     assert dead.state.name == "FAIL" and "no heartbeat" in dead.user_attrs["fail_reason"], dead.user_attrs
-    assert f"trial {victim.number}: worker" in text and "queued again" in text
+    assert f"trial {victim.number}: FAILED: worker" in text and "queued again" in text
     retried = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert [t.state.name for t in retried] == ["COMPLETE"] and retried[0].params == victim.params
     assert retried[0].user_attrs["attempt"] == 2
