@@ -21,7 +21,7 @@ log() { echo "postgres.sh: $*" >&2; }
 can_login() { PGPASSWORD=$PASSWORD PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p "$PORT" -U "$ROLE" -d "$DB" -Atqc 'select 1' >/dev/null 2>&1; }
 
 # Fast path: the server runs and the database is there.
-if command -v psql >/dev/null 2>&1 && can_login; then
+if [ "${1:-}" != stop ] && command -v psql >/dev/null 2>&1 && can_login; then
   log "already running on 127.0.0.1:$PORT"
   echo "$URL"
   exit 0
@@ -40,6 +40,13 @@ BIN=$(bindir)
 as_postgres() {
   if [ "$(id -un)" = postgres ]; then "$@"; else runuser -u postgres -- "$@"; fi
 }
+
+if [ "${1:-}" = stop ]; then  # `.ci/postgres.sh stop`: stop the cluster this script started (data in $DATA)
+  if [ -s "$DATA/postmaster.pid" ]; then
+    as_postgres "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >&2 && log "stopped the server in $DATA"
+  fi
+  exit 0
+fi
 
 if "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT"; then
   # A server we did not start (e.g. the distribution's cluster): use it, through its socket.
