@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from orchestrator.early_stopping import PrunerConfig
 from trainers import metrics
 from trainers.config import TrainingConfig
-from trainers.deploy.inference import runtime_unsupported_reason
+from trainers.deploy.inference import ORT_PRECISIONS, RUNTIMES, runtime_unsupported_reason
 from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
@@ -26,7 +26,6 @@ from trainers.teacher import TeacherConfig
 from trainers.vocab.config import VocabularyConfig
 
 DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision", "runtime", "vocabulary")
-RUNTIMES = ("torch", "onnxruntime")  # how the student runs when it is measured (and deployed)
 VOCABULARIES = ("full", "trimmed")  # the teacher's vocabulary as shipped, or trimmed per the `vocabulary:` section
 
 # `export.pick` rules -> (the metric each one ranks by, direction); all read validation or model metrics.
@@ -238,9 +237,10 @@ class SweepSpec(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"objectives: duplicate metric in {names}")
         space = self.search_space
-        if self.sampler.type != "grid" and "onnxruntime" in space.runtime and set(space.precision) - {"fp32", "int8"}:
-            raise ValueError(f"search_space: runtime onnxruntime serves fp32 and int8 only, and sampler "
-                             f"{self.sampler.type} could pair it with {sorted(set(space.precision) - {'fp32', 'int8'})}; "
+        unservable = sorted(set(space.precision) - set(ORT_PRECISIONS))
+        if self.sampler.type != "grid" and "onnxruntime" in space.runtime and unservable:
+            raise ValueError(f"search_space: runtime onnxruntime serves {' and '.join(ORT_PRECISIONS)} only, and sampler "
+                             f"{self.sampler.type} could pair it with {unservable}; "
                              "use the grid sampler (it leaves those pairs out) or drop them")
         if not space.grid():
             raise ValueError("search_space: no combination of precision and runtime can run")
