@@ -180,10 +180,11 @@ def run_job(
     heartbeat_s: float = 10.0,
     on_start: Callable[[int], None] | None = None,
     on_poll: Callable[[], None] | None = None,
+    poll_s: float = 1.0,
 ) -> Outcome:
     """Run `python -m trainers.entry KIND JOB RESULT`, beating the heartbeat while it runs.
 
-    `on_poll` is called about once a second while the child runs (progress display, early stopping);
+    `on_poll` is called every `poll_s` seconds while the child runs (progress display, early stopping);
     an error in it is said on stderr once and never ends the job. `heartbeat` returning False abandons the job (terminated). A job that ends while `stop` is set,
     or of SIGINT/SIGTERM while the worker is being stopped, counts as interrupted, not failed.
     """
@@ -203,7 +204,7 @@ def run_job(
             poll_error = None
             while True:
                 try:
-                    outcome.returncode = proc.wait(timeout=min(heartbeat_s, 1.0))
+                    outcome.returncode = proc.wait(timeout=min(heartbeat_s, poll_s))
                     break
                 except subprocess.TimeoutExpired:
                     pass

@@ -86,10 +86,10 @@ def launch(
     if spec.sampler.type == "grid":
         queue_grid(ctx, log=_log)
     finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
-    finish(ctx, interrupted=not finished, export=export)
+    answered = finish(ctx, interrupted=not finished, export=export)
     _log(f"wall time {time.time() - t0:.0f} s")
-    if not finished:
-        raise typer.Exit(130)
+    if not (finished and answered):  # interrupted, or no trial completed: a script must not go on to deploy
+        raise typer.Exit(1 if finished else 130)
 
 
 @app.command()

@@ -111,6 +111,7 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         timeout_s=spec.budget.trial_timeout_minutes * 60 if spec.budget.trial_timeout_minutes else None,
         heartbeat=lambda: beat(study, trial), heartbeat_s=ctx.heartbeat_s,
         on_start=lambda pid: set_trial_quietly(study, trial, trial_pid=pid), on_poll=watch.poll,
+        poll_s=0.1 if ctx.early_stopping is not None else 1.0,  # the trial waits for each verdict: answer quickly
     )
     watch.finished()
     result = TrialResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
@@ -152,7 +153,7 @@ def _shared_tags(result: TrialResult) -> dict:
 
 
 # What a pruned trial spent before it was stopped: logged on its run, so the cost of a sweep adds up.
-PARTIAL_COST = (M.TRAIN_STEPS, M.TRAIN_SECONDS, M.ENERGY_TRAIN, M.EMISSIONS_TRAIN)
+PARTIAL_COST = (M.TRAIN_STEPS, M.TRAIN_STEPS_PLANNED, M.TRAIN_SECONDS, M.ENERGY_TRAIN, M.EMISSIONS_TRAIN)
 
 
 def _pruned(ctx: Context, trial: optuna.Trial, run_id: str, result: TrialResult, outcome: Outcome,
@@ -167,7 +168,8 @@ def _pruned(ctx: Context, trial: optuna.Trial, run_id: str, result: TrialResult,
     ctx.tracker.log_artifacts(run_id, log_path)
     ctx.tracker.end(run_id, KILLED)
     _write_timings(log_path.parent, asked_at, outcome, result, TrialState.PRUNED)
-    log(f"trial {trial.number}: PRUNED ({reason}; {spent.get(M.TRAIN_STEPS, 0):.0f} steps spent)")
+    log(f"trial {trial.number}: PRUNED ({reason}; {spent.get(M.TRAIN_STEPS, 0):.0f} of "
+        f"{spent.get(M.TRAIN_STEPS_PLANNED, 0):.0f} steps spent)")
     return TrialState.PRUNED
 
 

@@ -13,7 +13,7 @@ from typing import Literal, Union
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 SUFFIX = ".early-stopping"
@@ -24,13 +24,24 @@ class PrunerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    type: Literal["none", "median", "threshold", "successive_halving", "hyperband"] = "none"
     n_startup_trials: int = Field(4, ge=0, description="median: trials that finish before any is pruned")
-    n_warmup_steps: int = Field(0, ge=0, description="median: steps of a trial before it can be pruned")
+    n_warmup_steps: int = Field(0, ge=0, description="median/threshold: steps of a trial before it can be pruned")
+    lower: float | None = Field(None, ge=0.0, le=1.0,
+                                description="threshold: stop a trial whose validation accuracy is below this")
     min_resource: Union[int, Literal["auto"]] = Field(
         "auto", description="successive_halving/hyperband: steps before the first rung")
     max_resource: Union[int, Literal["auto"]] = Field("auto", description="hyperband: steps of a full training")
     reduction_factor: int = Field(3, ge=2, description="successive_halving/hyperband: keep 1/reduction_factor per rung")
+
+    @model_validator(mode="after")
+    def _threshold_has_a_floor(self) -> "PrunerConfig":
+        if self.type == "threshold" and self.lower is None:
+            raise ValueError("type threshold needs `lower`: the validation accuracy below which a trial is stopped "
+                             "(e.g. lower: 0.6)")
+        if self.type != "threshold" and self.lower is not None:
+            raise ValueError(f"`lower` only applies to type threshold, not {self.type}")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -40,6 +51,8 @@ class PrunerConfig(BaseModel):
 def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     if cfg.type == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+    if cfg.type == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=cfg.lower, n_warmup_steps=cfg.n_warmup_steps)
     if cfg.type == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=cfg.min_resource,
                                                       reduction_factor=cfg.reduction_factor)

@@ -148,8 +148,8 @@ def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
     return True
 
 
-def finish(ctx, *, interrupted: bool, export: bool) -> None:
-    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick."""
+def finish(ctx, *, interrupted: bool, export: bool) -> bool:
+    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick; False when no trial completed."""
     from orchestrator.export import export_trial
     from orchestrator.report import pareto_table
     from orchestrator.sweep import close_sweep
@@ -174,12 +174,23 @@ def finish(ctx, *, interrupted: bool, export: bool) -> None:
     root_flag = f" --root {ctx.root}" if ctx.root != Path("mlruns") else ""
     console.print(f"  MLflow UI:    sweep ui{root_flag}   (then open http://127.0.0.1:5000, experiment '{ctx.spec.experiment}')")
     console.print(f"  runs:         {runs_url('http://127.0.0.1:5000', ctx.experiment_id)}", highlight=False, soft_wrap=True)
-    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   (plot: {plot})")
+    console.print(f"  Pareto front: sweep pareto {ctx.spec.name}{root_flag}   "
+                  + (f"(plot: {plot})" if plot else "(no plot: no completed trial)"))
     console.print(f"  trials:       sweep status {ctx.spec.name}{root_flag}")
     if exported:
         console.print(f"  exported:     {exported}/config.yaml and {exported}/model/")
     if interrupted:
         console.print("[yellow]interrupted: relaunch the same command to resume[/yellow]")
+    elif not c["complete"]:
+        why = []
+        if c["pruned"]:
+            why.append(f"early stopping stopped all {c['pruned']} trial(s) it judged: loosen `pruner:` "
+                       f"(n_warmup_steps, n_startup_trials, lower) or set `pruner: {{type: none}}`")
+        if c["fail"]:
+            why.append(f"{c['fail']} trial(s) failed: their logs are under {ctx.root}/trials/{ctx.spec.name}/")
+        console.print(f"[red]no trial of {ctx.spec.name} completed: no front, nothing exported. "
+                      + "; ".join(why) + "[/red]", highlight=False)
+    return bool(c["complete"])
 
 
 def print_measurement(model_dir: Path, measured, output: Path | None) -> None:

@@ -43,11 +43,12 @@ def test_estimate_counts_each_distinct_training_once_at_its_calibrated_speed():
     assert est.wall_s == pytest.approx(5.0 + est.training_s + 6 * 3.0)
 
 
-@pytest.mark.parametrize("kind", ["median", "successive_halving", "hyperband"])
+@pytest.mark.parametrize("kind", ["median", "threshold", "successive_halving", "hyperband"])
 def test_a_clear_loser_is_pruned_by_each_optuna_pruner_through_its_twin(tmp_path, kind):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "studies.journal")))
+    floor = {"lower": 0.5} if kind == "threshold" else {}
     es = EarlyStopping(storage, "s", PrunerConfig(type=kind, n_startup_trials=2, min_resource=1, max_resource=4,
-                                                  reduction_factor=2))
+                                                  reduction_factor=2, **floor))
     for number in range(4):  # good trials run to the end
         twin = es.twin(number)
         assert not any(twin.report(step, 0.8 + 0.01 * step) for step in (1, 2, 3, 4))
@@ -64,6 +65,10 @@ def test_a_clear_loser_is_pruned_by_each_optuna_pruner_through_its_twin(tmp_path
 def test_pruner_config_rejects_unknown_types():
     with pytest.raises(ValueError):
         PrunerConfig(type="asha")
+    with pytest.raises(ValueError, match="lower"):
+        PrunerConfig(type="threshold")  # a threshold pruner without its floor
+    with pytest.raises(ValueError, match="only applies to type threshold"):
+        PrunerConfig(type="median", lower=0.5)
     assert not PrunerConfig().enabled
 
 

@@ -85,37 +85,38 @@ def test_a_failed_launch_leaves_nothing_and_fp32_int8_twins_share_one_training(t
         assert "val_accuracy" in int8.data.metrics and "val_accuracy" in fp32.data.metrics
 
 
-def test_early_stopping_prunes_a_loser_in_optuna_mlflow_and_status(tmp_path, tiny_encoder, topics_csv):
+def test_early_stopping_stops_trials_below_the_floor_in_optuna_mlflow_and_status(tmp_path, tiny_encoder, topics_csv):
+    # A threshold pruner makes the verdict independent of how the tiny model happens to learn on this machine:
+    # a randomly initialised student cannot be perfect on the validation split after 6 steps, so both trials stop
+    # at their first evaluation past the warm-up (which pruner decides is Optuna's, covered in test_sweep_cost).
     root = tmp_path / "mlruns"
     doc = sweep_doc(tiny_encoder, topics_csv, **{
-        "search_space.pruning_ratio": {"low": 0.0, "high": 0.9}, "search_space.distill_alpha": [0.0],
-        "sampler": {"type": "random", "seed": 0}, "budget.n_trials": 3,
-        "training.epochs": 25, "training.eval_every_steps": 3,
+        "search_space.distill_alpha": [0.0], "training.epochs": 25, "training.eval_every_steps": 3,
     })
-    doc["pruner"] = {"type": "median", "n_startup_trials": 1}
+    doc["pruner"] = {"type": "threshold", "lower": 0.99, "n_warmup_steps": 6}
     path = write_sweep(tmp_path, doc)
-    proc = sweep_cli("launch", str(path), cwd=tmp_path)
+    proc = sweep_cli("launch", str(path), cwd=tmp_path, check=False)
 
     storage = open_storage(default_storage_url(root), root)
     trials = optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    assert pruned, proc.stdout[-3000:]
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2, proc.stdout[-3000:]
     twins = optuna.load_study(study_name=companion_name("tiny"), storage=storage).get_trials(deepcopy=False)
-    assert {t.user_attrs["main_trial"] for t in twins if t.state == TrialState.PRUNED} == {t.number for t in pruned}
+    assert {t.user_attrs["main_trial"] for t in twins if t.state == TrialState.PRUNED} == {0, 1}
 
     runs = {int(r.data.tags["optuna.trial_number"]): r for r in _runs(root, "tiny") if r.data.tags["sweep.role"] == "trial"}
-    full = max(runs[t.number].data.metrics["train_steps"] for t in trials if t.state == TrialState.COMPLETE)
-    for t in pruned:
+    for t in trials:
         run = runs[t.number]
         assert run.info.status == "KILLED" and run.data.tags["sweep.pruned"] == "true"
-        steps = run.data.metrics["train_steps"]
-        assert 0 < steps < full  # stopped before the end of its budget, and what it spent is logged
-        assert "train_seconds" in run.data.metrics and "val_accuracy" not in run.data.metrics
-    assert "pruned" in proc.stdout
+        assert "ThresholdPruner" in run.data.tags["sweep.stop_reason"]
+        # stopped at the first evaluation past the warm-up, far short of its budget; what it spent is logged
+        assert run.data.metrics["train_steps"] == 6 < run.data.metrics["train_steps_planned"] == 150
+        assert run.data.metrics["train_seconds"] > 0 and "val_accuracy" not in run.data.metrics
+    # nothing completed: the launch says so instead of exporting, and leaves the study as it is
+    assert proc.returncode != 0 and "pruned" in proc.stdout + proc.stderr
+    assert not (tmp_path / "exports" / "tiny" / "config.yaml").exists()
 
     status = sweep_cli("status", "tiny", cwd=tmp_path).stdout
-    assert status.count("PRUNED") >= len(pruned) and "early stopping" in status
+    assert status.count("PRUNED") >= 2 and "early stopping" in status
     listing = sweep_cli("status", cwd=tmp_path).stdout
     assert "pruned" in listing and companion_name("tiny") not in listing
 

@@ -66,7 +66,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     stats = trained.stats
     training_metrics = {**_training_cost([t.metrics for t in trainings]),
                         "train_seconds": sum(t.stats["seconds"] for t in trainings),
-                        "train_steps": float(stats["steps"]), "train_loss_final": stats["final_loss"]}
+                        M.TRAIN_STEPS: float(sum(t.stats["steps"] for t in trainings)),  # all seeds, like the seconds
+                        M.TRAIN_STEPS_PLANNED: float(stats["total_steps"] * len(seeds)), "train_loss_final": stats["final_loss"]}
     if stats["val_accuracy"]:  # during training, at the training precision; val_accuracy is the deployed model's
         training_metrics["train_val_accuracy_last_epoch"] = stats["val_accuracy"][-1]
     precision = train_precision(cfg.precision)
