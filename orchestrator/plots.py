@@ -222,10 +222,23 @@ def _middle(pair: Pair, teacher: dict[str, float]) -> float:
     return (min(xs) + max(xs)) / 2 if xs else 0.0
 
 
-def _ci(point: PlotPoint | dict, metric: str) -> float | None:
+def error_bar(point: PlotPoint | dict, metric: str) -> tuple[float, float] | None:
+    """(below, above) the value: the 95 % half-width, cut at the metric's range (an accuracy of 0.98 ± 0.19
+    is drawn up to 1.0, not past it: the t-interval of 2 seeds is symmetric, accuracy is not unbounded)."""
     values = point.metrics if isinstance(point, PlotPoint) else point
-    ci = values.get(metric + CI_SUFFIX)
-    return float(ci) if _finite(ci) else None
+    if not _finite(values.get(metric + CI_SUFFIX)):
+        return None
+    ci, value = float(values[metric + CI_SUFFIX]), float(values[metric])
+    info = vocab.METRICS.get(metric)
+    if info is not None and info.unit.startswith("fraction 0-1"):
+        return max(0.0, min(ci, value)), max(0.0, min(ci, 1.0 - value))
+    return ci, ci
+
+
+def plotly_error(bars: list[tuple[float, float] | None]) -> dict:
+    """Plotly's error_x / error_y for one trace: asymmetric bars, hidden when no point has one."""
+    return {"type": "data", "symmetric": False, "array": [b[1] if b else 0 for b in bars],
+            "arrayminus": [b[0] if b else 0 for b in bars], "visible": any(b is not None for b in bars)}
 
 
 # --- plotly (HTML) -------------------------------------------------------------------------------
@@ -250,8 +263,6 @@ def plotly_figure(pair: Pair, teacher: dict[str, float], lines: Sequence[Thresho
             group = [p for p in pair.points if _precision(p) == precision and p.feasible == feasible]
             if not group:
                 continue
-            xe = [_ci(p, xm) for p in group]
-            ye = [_ci(p, ym) for p in group]
             fig.add_trace(go.Scatter(
                 x=[p.metrics[xm] for p in group], y=[p.metrics[ym] for p in group],
                 mode="markers+text", name=f"{precision}" + ("" if feasible else " (fails a constraint)"),
@@ -260,8 +271,8 @@ def plotly_figure(pair: Pair, teacher: dict[str, float], lines: Sequence[Thresho
                 textposition=[place(p) for p in group], cliponaxis=False,
                 customdata=[label(p) for p in group],
                 hovertemplate="%{customdata}<br>" + f"{xm}=%{{x:.4g}}<br>{ym}=%{{y:.4g}}<extra></extra>",
-                error_x={"type": "data", "array": [e or 0 for e in xe], "visible": any(xe)},
-                error_y={"type": "data", "array": [e or 0 for e in ye], "visible": any(ye)},
+                error_x=plotly_error([error_bar(p, xm) for p in group]),
+                error_y=plotly_error([error_bar(p, ym) for p in group]),
                 marker={"color": colour(precision, precisions) if feasible else "rgba(0,0,0,0)",
                         "size": [marker_size(p, smallest=9, largest=24) for p in group],
                         "line": {"color": colour(precision, precisions), "width": 2},
@@ -277,8 +288,7 @@ def plotly_figure(pair: Pair, teacher: dict[str, float], lines: Sequence[Thresho
             x=[teacher[xm]], y=[teacher[ym]], mode="markers+text", name=TEACHER, text=[f"<b>{TEACHER}</b>"],
             textposition="top left" if teacher[xm] > middle else "top right", cliponaxis=False,
             marker={"symbol": "star", "size": 18, "color": "black"},
-            error_x={"type": "data", "array": [_ci(teacher, xm) or 0], "visible": _ci(teacher, xm) is not None},
-            error_y={"type": "data", "array": [_ci(teacher, ym) or 0], "visible": _ci(teacher, ym) is not None},
+            error_x=plotly_error([error_bar(teacher, xm)]), error_y=plotly_error([error_bar(teacher, ym)]),
             hovertemplate=f"teacher<br>{xm}=%{{x:.4g}}<br>{ym}=%{{y:.4g}}<extra></extra>",
         ))
     for t in lines:

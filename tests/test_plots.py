@@ -125,3 +125,17 @@ def test_what_cannot_be_drawn_is_said_in_the_title():
     title = figure_title("demo", pair, {vocab.VAL_ACCURACY: 0.9})
     assert title == ("demo: val_accuracy vs latency_ms_p50_bs1 (not drawn: the teacher has no latency_ms_p50_bs1; "
                      "1 student(s) without both metrics)")
+
+
+def test_error_bars_stop_at_the_range_of_the_metric():
+    from orchestrator.plots import error_bar, plotly_error
+
+    near_one = PlotPoint(0, {}, {vocab.VAL_ACCURACY: 0.98, vocab.VAL_ACCURACY + "_ci95": 0.19,
+                                 vocab.LATENCY_P50_BS1: 3.0, vocab.LATENCY_P50_BS1 + "_ci95": 5.0})
+    below, above = error_bar(near_one, vocab.VAL_ACCURACY)
+    assert below == pytest.approx(0.19) and above == pytest.approx(0.02)  # 2 seeds: t-interval past 1.0 is cut at 1.0
+    assert error_bar(near_one, vocab.LATENCY_P50_BS1) == (5.0, 5.0)  # an unbounded metric keeps its interval
+    assert error_bar(PlotPoint(1, {}, {vocab.VAL_ACCURACY: 0.5}), vocab.VAL_ACCURACY) is None  # one seed: no bar
+    drawn = plotly_error([error_bar(near_one, vocab.VAL_ACCURACY), None])
+    assert drawn["array"] == pytest.approx([0.02, 0]) and drawn["arrayminus"] == pytest.approx([0.19, 0])
+    assert drawn["visible"] and not drawn["symmetric"]
