@@ -174,6 +174,11 @@ def test_export_is_portable_with_a_model_card_and_runs_without_this_project(laun
     torch.testing.assert_close(torch.tensor(plain["onnx_logits"]), expected, atol=1e-4, rtol=0)
     accuracy = float((torch.tensor(plain["logits"]).argmax(-1) == test["labels"]).double().mean())
     assert accuracy == pytest.approx(doc["metrics"]["test_accuracy"], abs=1e-9)  # the exported (fp32) test accuracy
+    # and the validation accuracy the pick was made on, from the exported folder alone
+    val = next(batches(encoded["validation"], 10_000, shuffle=False))
+    plain_val = load_in_clean_process(out / "model", val, tmp_path / "elsewhere-val")
+    val_accuracy = float((torch.tensor(plain_val["logits"]).argmax(-1) == val["labels"]).double().mean())
+    assert val_accuracy == pytest.approx(doc["metrics"]["val_accuracy"], abs=1e-9)
 
 
 def test_relaunch_resumes_without_running_any_grid_point_twice(launched):
