@@ -66,6 +66,7 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
     train_x, val_x = encode(loaded.splits["train"]), encode(loaded.splits["validation"])
     n_labels = len(loaded.label_names)
     counts = {"teacher_fine_tunes": 0, "student_trainings": 0, "train_steps": 0}
+    seconds = {"teacher_s": 0.0, "student_s": 0.0, "measure_s": 0.0}
 
     def fit(model, epochs, batch, lr, teacher=None, alpha=0.0, temperature=1.0, dtype=None):
         ids, mask, labels = train_x
@@ -129,10 +130,13 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
         alpha = trial.suggest_categorical("distill_alpha", sorted({p["distill_alpha"] for p in points}))
         precision = trial.suggest_categorical("precision", sorted({p["precision"] for p in points}))
         torch.manual_seed(0)
+        t0 = time.perf_counter()
         teacher = AutoModelForSequenceClassification.from_pretrained(model_ref, num_labels=n_labels)
         t = doc["teacher"]
         fit(teacher, t["epochs"], t["batch_size"], t["learning_rate"])
         counts["teacher_fine_tunes"] += 1
+        seconds["teacher_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         student = copy.deepcopy(teacher)
         if ratio > 0:  # drop the lowest-magnitude heads, ratio of all heads
             cfg = student.config
@@ -150,16 +154,20 @@ def plain_study(spec_path: Path, points: list[dict]) -> dict:
         fit(student, tr["epochs"], tr["batch_size"], tr["learning_rate"], teacher=teacher, alpha=alpha,
             temperature=temperature, dtype=dtype)
         counts["student_trainings"] += 1
+        seconds["student_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         if precision == "int8":
             student = torch.ao.quantization.quantize_dynamic(student, {torch.nn.Linear}, dtype=torch.qint8)
-        return val_accuracy(student, dtype), latency_ms(student, dtype)
+        measured = val_accuracy(student, dtype), latency_ms(student, dtype)
+        seconds["measure_s"] += time.perf_counter() - t0
+        return measured
 
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
     for point in points:
         study.enqueue_trial(point)
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=len(points))
-    return {"wall_s": time.perf_counter() - t0, **counts,
+    return {"wall_s": time.perf_counter() - t0, **counts, **seconds,
             "best_val_accuracy": max(t.values[0] for t in study.trials if t.values)}
 
 
@@ -206,15 +214,35 @@ def study_trials(root: Path, name: str):
 
 def sweep_trainings(root: Path, name: str) -> dict:
     """Trainings and steps a sweep ran, from its trials' results (reused trainings are not counted twice)."""
-    trained, steps, reused = 0, 0.0, 0
+    trained, steps, seconds, reused = 0, 0.0, 0.0, 0
     for result in (root / "mlruns" / "trials" / name).glob("trial-*/result.json"):
         doc = json.loads(result.read_text())
         if doc.get("tags", {}).get("sweep.reused_training_of") or doc.get("reused_training_of") is not None:
             reused += 1
             continue
         trained += 1
-        steps += doc.get("metrics", {}).get("train_steps", 0.0)
-    return {"student_trainings": trained, "reused": reused, "train_steps": steps}
+        steps += doc.get("metrics", {}).get("train_steps", 0.0)  # all seeds of the point
+        seconds += doc.get("metrics", {}).get("train_seconds", 0.0)
+    return {"student_trainings": trained, "reused": reused, "train_steps": steps, "train_seconds": seconds}
+
+
+def sweep_breakdown(root: Path, name: str) -> dict:
+    """Where (b)'s wall time went: the preparation (teacher fine-tune, logits, baseline), each trial's training
+    and measuring (from its timings.json), and the per-trial process overhead (interpreter, imports, I/O)."""
+    folder = root / "mlruns" / "trials" / name
+    out = {"train_s": 0.0, "measure_s": 0.0, "process_overhead_s": 0.0, "trials_s": 0.0}
+    for path in folder.glob("trial-*/timings.json"):
+        doc = json.loads(path.read_text())
+        worker = doc.get("worker", {})
+        out["train_s"] += worker.get("train_s", 0.0)
+        out["measure_s"] += worker.get("measure_s", 0.0)
+        out["process_overhead_s"] += doc.get("overhead_s", 0.0)
+        out["trials_s"] += doc.get("wall_s", 0.0)
+    prepare = folder / "prepare"
+    stamps = [p.stat().st_mtime for p in prepare.iterdir()] if prepare.exists() else []
+    job = prepare / "job.json"
+    out["prepare_s"] = max(stamps) - job.stat().st_mtime if stamps and job.exists() else float("nan")
+    return out
 
 
 def main() -> None:
@@ -224,6 +252,9 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=None, help="working folder (default: a fresh temporary one)")
     ap.add_argument("--skip-plain", action="store_true", help="only the sweep side (no plain-script comparison)")
     ap.add_argument("--early-stopping-trials", type=int, default=0, help="N > 0: pruner none vs median on N random trials")
+    ap.add_argument("--epochs-scale", type=float, default=1.0,
+                    help="multiply the teacher's and the students' epochs (both sides): how the ratio moves as "
+                         "training, not measuring, dominates a trial")
     args = ap.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="sweep-cost-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -233,7 +264,7 @@ def main() -> None:
     # The demo grid's cost structure, from `sweep check` (writes nothing).
     _, out = sweep("check", "--no-calibrate", str(sweep_copy(src, root, "cost-check", **{"budget.n_trials": None})),
                    root=root)
-    print("demo grid, without vs with sharing (from sweep check):")
+    print(f"{src.name}: the grid without vs with sharing (from sweep check):")
     lines = out.splitlines()
     at = next(i for i, line in enumerate(lines) if "grid:" in line)
     print(" ".join(line.strip() for line in lines[at:at + 2]))  # the line, and its wrapped tail
@@ -245,26 +276,54 @@ def main() -> None:
         early_stopping(src, root, name, args.early_stopping_trials)
 
 
+# The points of (a) vs (b): what the plain script can express (pruning ratio x precision, PyTorch, the full
+# vocabulary), one seed each as the plain script trains, 8 of them by default.
+def comparable_points(n: int) -> dict:
+    ratios = [round(0.25 * i, 2) for i in range(max(1, (n + 1) // 2))]
+    return {"search_space.pruning_ratio": ratios, "search_space.precision": ["fp32", "int8"],
+            "search_space.runtime": ["torch"], "search_space.vocabulary": ["full"], "vocabulary.trim": "none",
+            "search_space.distill_temperature": [2.0], "search_space.distill_alpha": [0.7],
+            "sampler": {"type": "grid", "seed": 0}, "budget.n_trials": n, "training.seeds": 1}
+
+
 def plain_vs_sweep(src: Path, root: Path, name: str, args) -> None:
-    path = sweep_copy(src, root, name, **{"budget.n_trials": args.trials})
-    sweep_s, _ = sweep("launch", str(path), root=root)
+    overrides = comparable_points(args.trials)
+    if args.epochs_scale != 1.0:
+        doc = yaml.safe_load(src.read_text())
+        overrides["teacher.epochs"] = doc["teacher"]["epochs"] * args.epochs_scale
+        overrides["training.epochs"] = doc["training"]["epochs"] * args.epochs_scale
+    path = sweep_copy(src, root, name, **overrides)
+    print(f"(a) vs (b): {args.trials} points, one seed each, teacher {yaml.safe_load(path.read_text())['teacher']['epochs']:g} "
+          f"epochs, students {yaml.safe_load(path.read_text())['training']['epochs']:g} epochs (epochs x {args.epochs_scale:g})")
+    sweep_s, _ = sweep("launch", str(path), "--no-export", root=root)  # (a) exports nothing either
     ours = sweep_trainings(root, name)
+    parts = sweep_breakdown(root, name)
     points = [dict(t.params) for t in study_trials(root, name) if t.params]
     print(f"(b) sweep launch: {len(points)} trials, 1 teacher fine-tune (cached after the first launch), "
-          f"{ours['student_trainings']} student trainings ({ours['reused']} reused), wall {sweep_s:.0f} s")
+          f"{ours['student_trainings']} student trainings ({ours['reused']} reused), wall {sweep_s:.0f} s = preparation "
+          f"(teacher fine-tune, logits, baseline) {parts['prepare_s']:.0f} s + student training {parts['train_s']:.0f} s "
+          f"+ measuring {parts['measure_s']:.0f} s + trial processes' start-up {parts['process_overhead_s']:.0f} s "
+          f"+ the rest {sweep_s - parts['prepare_s'] - parts['trials_s']:.0f} s")
     if not args.skip_plain:
-        plain = plain_study(src, points)
+        plain = plain_study(path, points)
         print(f"(a) plain script: {len(points)} trials, {plain['teacher_fine_tunes']} teacher fine-tunes, "
-              f"{plain['student_trainings']} student trainings, wall {plain['wall_s']:.0f} s")
+              f"{plain['student_trainings']} student trainings, wall {plain['wall_s']:.0f} s = teacher fine-tunes "
+              f"{plain['teacher_s']:.0f} s + student training {plain['student_s']:.0f} s + measuring "
+              f"{plain['measure_s']:.0f} s (validation accuracy and batch-1 latency only)")
         print(f"ratio (a)/(b) wall time: {plain['wall_s'] / sweep_s:.2f}x; trainings "
-              f"{plain['teacher_fine_tunes'] + plain['student_trainings']} vs {1 + ours['student_trainings']}")
+              f"{plain['teacher_fine_tunes'] + plain['student_trainings']} vs {1 + ours['student_trainings']}; "
+              f"training seconds {plain['teacher_s'] + plain['student_s']:.0f} vs "
+              f"{parts['prepare_s'] + parts['train_s']:.0f} (preparation counted whole) = "
+              f"{(plain['teacher_s'] + plain['student_s']) / (parts['prepare_s'] + parts['train_s']):.2f}x")
 
 
 def early_stopping(src: Path, root: Path, name: str, n_trials: int) -> None:
+    from orchestrator.record import trial_record
+
     # The same points with and without early stopping, each in its own folder (else the second would
     # reuse the first's trainings); the fine-tuned teacher is shared, so only the students differ.
     # Measuring is cut short (it does not change the training steps compared here).
-    results = {}
+    results, picks = {}, {}
     for pruner in ("none", "median"):
         es_name = f"{name}-es-{pruner}"
         es_root = root / f"es-{pruner}"
@@ -280,21 +339,34 @@ def early_stopping(src: Path, root: Path, name: str, n_trials: int) -> None:
                                               "search_space.distill_alpha": {"low": 0.0, "high": 0.9},
                                               "search_space.pruning_ratio": {"low": 0.0, "high": 0.7},
                                               "search_space.precision": ["fp32"],
+                                              "search_space.runtime": ["torch"],
                                               "pruner": {"type": pruner, "n_startup_trials": 4},
                                               "training.eval_every_steps": 10,
                                               "measure.min_repeats": 3, "measure.max_repeats": 10,
                                               "measure.max_seconds": 2})
-        secs, _ = sweep("launch", str(p), "--no-export", root=es_root)
+        secs, _ = sweep("launch", str(p), root=es_root)  # exported with the sweep's own pick rule
         trials = study_trials(es_root, es_name)
-        steps = sweep_trainings(es_root, es_name)["train_steps"]
+        spent = sweep_trainings(es_root, es_name)
+        steps = spent["train_steps"]
         done = [t for t in trials if t.state.name == "COMPLETE"]
         best = max(done, key=lambda t: t.values[0]) if done else None
         results[pruner] = steps
+        ci = trial_record(best).metrics.get("val_accuracy_ci95", float("nan")) if best else float("nan")
+        exported = yaml.safe_load((es_root / "exports" / es_name / "config.yaml").read_text())
+        picks[pruner] = (exported["trial"], exported["metrics"]["val_accuracy"],
+                         exported["metrics"].get("val_accuracy_ci95", float("nan")))
+        print(f"pruner {pruner}: exported trial {picks[pruner][0]} ({exported.get('pick', '?')}), val_accuracy "
+              f"{picks[pruner][1]:.4f} ± {picks[pruner][2]:.4f}")
         print(f"pruner {pruner}: {len(trials)} trials ({sum(t.state.name == 'PRUNED' for t in trials)} pruned), "
-              f"{steps:.0f} training steps, wall {secs:.0f} s, best val_accuracy "
-              f"{best.values[0] if best else float('nan'):.4f} (trial {best.number if best else '-'})")
+              f"{steps:.0f} training steps (all seeds), {spent['train_seconds']:.0f} s training, wall {secs:.0f} s, "
+              f"best val_accuracy "
+              f"{best.values[0] if best else float('nan'):.4f} ± {ci:.4f} (95 % over seeds; trial "
+              f"{best.number if best else '-'}: {dict(best.params) if best else '-'})")
     if results.get("none"):
         print(f"early stopping: training steps cut by {100 * (1 - results['median'] / results['none']):.0f} %")
+        (_, acc, ci), (_, acc_es, _) = picks["none"], picks["median"]
+        print(f"exported student's val_accuracy with early stopping {acc_es:.4f} vs without {acc:.4f} ± {ci:.4f}: "
+              + ("within" if abs(acc_es - acc) <= ci else "outside") + " the interval")
 
 
 if __name__ == "__main__":
