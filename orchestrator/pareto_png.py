@@ -74,12 +74,11 @@ def write_png(pair: Pair, teacher: dict[str, float], lines: Sequence[Threshold],
     handles += [*[Line2D([], [], ls="", marker="o", color="#bbb", label=f"pruning ratio {r:g}",
                          ms=marker_size(PlotPoint(-1, {RATIO_PARAM: r}, {}), smallest=6, largest=16))
                   for r in _ratios(pair.points)]]
-    legend = ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
-    if front:
-        ax.add_artist(legend)
-        ax.legend(handles=[Line2D([], [], ls="", label=label(p)) for p in front], title="Pareto front", fontsize=7.5,
-                  title_fontsize=8, loc="lower right" if middle <= teacher.get(xm, middle) else "lower left",
-                  framealpha=0.9, handlelength=0, handletextpad=0)
+    ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
+    if front:  # below the axes, where neither the points nor the other legend are
+        fig.legend(handles=[Line2D([], [], ls="", label=label(p)) for p in front], title="Pareto front",
+                   fontsize=7.5, title_fontsize=8, loc="outside lower center", ncols=min(2, len(front)),
+                   handlelength=0, handletextpad=0, frameon=False)
     ax.set_xlabel(axis_title(xm, xd), fontsize=9)
     ax.set_ylabel(axis_title(ym, yd), fontsize=9)
     ax.set_title(figure_title(title, pair, teacher), fontsize=11)
