@@ -293,8 +293,9 @@ def plain_vs_sweep(src: Path, root: Path, name: str, args) -> None:
         overrides["teacher.epochs"] = doc["teacher"]["epochs"] * args.epochs_scale
         overrides["training.epochs"] = doc["training"]["epochs"] * args.epochs_scale
     path = sweep_copy(src, root, name, **overrides)
-    print(f"(a) vs (b): {args.trials} points, one seed each, teacher {yaml.safe_load(path.read_text())['teacher']['epochs']:g} "
-          f"epochs, students {yaml.safe_load(path.read_text())['training']['epochs']:g} epochs (epochs x {args.epochs_scale:g})")
+    doc = yaml.safe_load(path.read_text())
+    print(f"(a) vs (b): {args.trials} points, one seed each, teacher {doc['teacher']['epochs']:g} epochs, students "
+          f"{doc['training']['epochs']:g} epochs (epochs x {args.epochs_scale:g})")
     sweep_s, _ = sweep("launch", str(path), "--no-export", root=root)  # (a) exports nothing either
     ours = sweep_trainings(root, name)
     parts = sweep_breakdown(root, name)
