@@ -540,3 +540,44 @@ def test_one_label_left_is_an_error(tmp_path):
         load_data(DataConfig(train="d.csv", test="t.csv", split={"validation": 0}), tmp_path)
     msg = one_line_error(e)
     assert "d.csv" in msg and "['a']" in msg and "at least 2 labels" in msg and "'label'" in msg
+
+
+SST2 = SHC.parent / "sst2"
+
+
+def _write_tsv(path: Path, header: tuple[str, str], rows: list[tuple[str, str]]) -> Path:
+    path.write_text("\n".join(["\t".join(header), *("\t".join(r) for r in rows)]) + "\n")
+    return path
+
+
+def test_text_column_per_split_reads_files_that_name_it_differently(tmp_path):
+    """SST-2 as published: train's text column is `sentence`, dev/test's `content`."""
+    rows = [(str(i % 2), f"phrase number {i} {'good' if i % 2 else 'bad'}") for i in range(20)]
+    _write_tsv(tmp_path / "train.tsv", ("label", "sentence"), rows[:12])
+    _write_tsv(tmp_path / "dev.tsv", ("label", "content"), rows[12:16])
+    _write_tsv(tmp_path / "test.tsv", ("label", "content"), rows[16:])
+    files = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
+    one = DataConfig(**files, text_column="sentence")
+    with pytest.raises(DataError, match="content|sentence"):
+        load_data(one, tmp_path)
+    per_split = DataConfig(**files, text_column={"train": "sentence", "validation": "content", "test": "content"})
+    data = load_data(per_split, tmp_path)
+    assert [len(data.splits[s].texts) for s in ("train", "validation", "test")] == [12, 4, 4]
+    assert data.splits["validation"].texts[0] == rows[12][1]
+
+
+def test_text_column_per_split_must_name_every_split_read(tmp_path):
+    with pytest.raises(ValidationError, match=r"data.text_column: no column named for split\(s\) test"):
+        DataConfig(train="a.tsv", validation="b.tsv", test="c.tsv",
+                   text_column={"train": "sentence", "validation": "content"})
+
+
+def test_sst2_as_published_loads_with_per_split_text_columns():
+    if not SST2.exists():
+        pytest.skip(f"shared SST-2 data absent ({SST2})")
+    cfg = DataConfig(train=SST2 / "train.tsv", validation=SST2 / "dev.tsv", test=SST2 / "test.tsv",
+                     text_column={"train": "sentence", "validation": "content", "test": "content"},
+                     label_names=["negative", "positive"], max_rows=400)
+    data = load_data(cfg, SST2)
+    assert {s: len(data.splits[s].texts) > 100 for s in ("train", "validation", "test")} == \
+        {"train": True, "validation": True, "test": True}

@@ -81,8 +81,11 @@ class DataConfig(Strict):
     hf_splits: dict[SplitName, str] | None = Field(
         None, description="our split -> the dataset's split name; default train/validation(or valid, dev)/test"
     )
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | dict[SplitName, str] = Field(
+        "text", description="the text column; or one per split, e.g. {train: sentence, validation: content, "
+        "test: content} where the published files name it differently"
+    )
+    label_column: str | dict[SplitName, str] = Field("label", description="the label column; or one per split")
     label_names: list[str] | None = Field(
         None, description="fixes label order (id = position); integer labels index into it"
     )
@@ -132,6 +135,29 @@ class DataConfig(Strict):
         if self.hf_splits is not None and "train" not in self.hf_splits:
             raise ValueError("data.hf_splits must map `train` to a split name")
         return self
+
+    @model_validator(mode="after")
+    def _columns_per_split(self) -> DataConfig:
+        read = ["train"] if self.path is not None else [k for k in SPLITS if getattr(self, k) is not None]
+        if self.hf_dataset is not None:
+            read = list(self.hf_splits or SPLITS)
+        for field in ("text_column", "label_column"):
+            value = getattr(self, field)
+            if isinstance(value, dict):
+                missing = [k for k in read if k not in value]
+                if missing and (self.hf_dataset is None or "train" in missing):
+                    raise ValueError(
+                        f"data.{field}: no column named for split(s) {', '.join(missing)} (got {value}); name one "
+                        f"per split read ({', '.join(read)}), or give a single column name"
+                    )
+        return self
+
+    def column(self, field: Literal["text_column", "label_column"], split: str) -> str:
+        """The column `field` names in `split`'s file ("pool", the single `path`, reads train's)."""
+        value = getattr(self, field)
+        if isinstance(value, str):
+            return value
+        return value.get("train" if split == "pool" else split) or value["train"]
 
     def files(self, base_dir: Path) -> dict[str, Path]:
         """Local files per split ("pool" for the single `path`), relative paths resolved against base_dir."""

@@ -180,9 +180,10 @@ def _read_all(cfg: DataConfig, base_dir: Path) -> dict[str, RawTable]:
     if cfg.hf_dataset is not None:
         local = base_dir / cfg.hf_dataset
         dataset = str(local) if not Path(cfg.hf_dataset).is_absolute() and local.exists() else cfg.hf_dataset
-        return read_hf(dataset, cfg.hf_config, cfg.hf_splits, cfg.text_column, cfg.label_column)
+        return read_hf(dataset, cfg.hf_config, cfg.hf_splits, lambda split: cfg.column("text_column", split),
+                       lambda split: cfg.column("label_column", split))
     return {
-        name: read_file(file, cfg.file_format(file), cfg.text_column, cfg.label_column)
+        name: read_file(file, cfg.file_format(file), cfg.column("text_column", name), cfg.column("label_column", name))
         for name, file in cfg.files(base_dir).items()
     }
 

@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from trainers.data.errors import DataError
 
@@ -202,9 +203,13 @@ def read_file(file: Path, fmt: str, text_column: str, label_column: str) -> RawT
 
 
 def read_hf(
-    dataset: str, config: str | None, splits: dict[str, str] | None, text_column: str, label_column: str
+    dataset: str, config: str | None, splits: dict[str, str] | None,
+    text_column: Callable[[str], str], label_column: Callable[[str], str],
 ) -> dict[str, RawTable]:
-    """Our split name -> rows of the dataset's split; uses the local HF cache when offline."""
+    """Our split name -> rows of the dataset's split; uses the local HF cache when offline.
+
+    `text_column(split)` / `label_column(split)` name the columns of our split `split`.
+    """
     import datasets
 
     what = f"hf_dataset {dataset!r}" + (f" (config {config!r})" if config else "")
@@ -240,8 +245,8 @@ def read_hf(
     for ours, ds in loaded.items():
         source, notes = f"{dataset}[{splits[ours] if splits else ours}]", []
         cols = list(ds.column_names)
-        tc = _pick_column(cols, text_column, "text_column", source, notes)
-        lc = _pick_column(cols, label_column, "label_column", source, notes)
+        tc = _pick_column(cols, text_column(ours), "text_column", source, notes)
+        lc = _pick_column(cols, label_column(ours), "label_column", source, notes)
         feature = ds.features[lc]
         names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
         texts, labels = list(ds[tc]), list(ds[lc])
