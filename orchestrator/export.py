@@ -64,7 +64,8 @@ def _ensure_onnx(model_dir: Path, spec: SweepSpec, cache_dir: Path) -> None:
 def _shapes(model_dir: Path) -> dict:
     """Per-layer head counts and FFN widths as the exported model's config.json records them."""
     config = json.loads((model_dir / "config.json").read_text())
-    return {"heads_per_layer": config.get("num_attention_heads_per_layer"),
+    kept = config.get("kept_heads_per_layer")
+    return {"heads_per_layer": [len(h) for h in kept] if kept else config.get("num_attention_heads_per_layer"),
             "ffn_per_layer": config.get("intermediate_size_per_layer")}
 
 

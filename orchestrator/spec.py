@@ -275,8 +275,10 @@ def _where(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def load_sweep(path: str | Path, *, check_hardware: bool = True) -> SweepSpec:
-    """Read and validate a sweep file; raise SpecError naming file, field and expectation."""
+def load_sweep(path: str | Path, *, check_hardware: bool = True, check_model: bool = True) -> SweepSpec:
+    """Read and validate a sweep file; raise SpecError naming file, field and expectation.
+
+    `check_model`: refuse a teacher whose family no adapter handles (read from its config.json only)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such sweep file")
@@ -302,7 +304,22 @@ def load_sweep(path: str | Path, *, check_hardware: bool = True) -> SweepSpec:
         raise SpecError(f"{path}: field {exc}") from None
     if check_hardware:
         check_precisions(spec, path)
+    if check_model:
+        check_teacher_family(spec, path)
     return spec
+
+
+def check_teacher_family(spec: SweepSpec, path: Path | str = "sweep") -> None:
+    """An unsupported encoder family is refused here, in seconds, before the teacher trains."""
+    from orchestrator.model_family import family_refusal
+    from trainers.models import resolve_model_ref
+
+    try:
+        ref = resolve_model_ref(spec.teacher.model, spec.base_dir)
+    except ValueError:
+        return  # a missing folder or package is reported where the teacher is loaded
+    if why := family_refusal(ref):
+        raise SpecError(f"{path}: field teacher.model: {spec.teacher.model!r}: {why}")
 
 
 def _got(error: dict) -> str:

@@ -440,12 +440,12 @@ def test_wrong_shapes_give_a_clear_error(tmp_path):
     model, plan = pruned_model()
     save_pruned(model, None, plan, tmp_path)
     config_json = json.loads((tmp_path / "config.json").read_text())  # config.json says the per-layer shapes
-    heads = config_json["num_attention_heads_per_layer"]
-    config_json["num_attention_heads_per_layer"] = [heads[0] - 1 if heads[0] > 1 else 2, *heads[1:]]
+    heads = config_json["kept_heads_per_layer"]  # kept head indices per layer
+    config_json["kept_heads_per_layer"] = [heads[0][:-1] if len(heads[0]) > 1 else [0, 1], *heads[1:]]
     (tmp_path / "config.json").write_text(json.dumps(config_json))
     with pytest.raises(ValueError, match=r"tensor 'bert\.encoder\.layer\.0\.attention\.[^']+' has shape .* expects"):
         load_pruned(tmp_path)
-    config_json["num_attention_heads_per_layer"] = heads
+    config_json["kept_heads_per_layer"] = heads
     (tmp_path / "config.json").write_text(json.dumps(config_json))
     weights = load_file(tmp_path / "model.safetensors")
     weights["bert.encoder.layer.1.intermediate.dense.weight"] = torch.zeros(3, 32)

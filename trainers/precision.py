@@ -63,18 +63,19 @@ def for_inference(model: nn.Module, precision: str) -> nn.Module:
     """The model as it is measured and saved: int8 turns Linear weights into int8 with per-row scales.
 
     In place, so the fp32 weights are released rather than kept beside the int8 copies (the measured
-    memory would charge the int8 model for both). A BERT-like model gets exactly the int8 layout its
-    saved folder has (encoder Linear layers + word embeddings, see trainers/deploy/modeling_pruned.py);
+    memory would charge the int8 model for both). A model of a supported family gets exactly the int8
+    layout its saved folder has (encoder Linear layers + word embeddings, see trainers/families/int8.py);
     any other module has every Linear quantised. Activations are quantised per token at run time.
     """
     if precision != "int8":
         return model
+    from trainers.families import UnsupportedFamily
     from trainers.deploy.modeling_pruned import quantise_int8, quantise_linears
 
     model = model.to("cpu").float().eval()
     try:
         return quantise_int8(model)
-    except AttributeError:  # not a BERT-like encoder classifier
+    except UnsupportedFamily:  # not an encoder classifier of a family with an adapter
         return quantise_linears(model)
 
 

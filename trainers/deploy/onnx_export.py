@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from trainers.deploy.modeling_pruned import Int8Embedding, Int8Linear
+from trainers.families import UnsupportedFamily, adapter_for
+from trainers.families.base import FamilyAdapter
 
 ONNX_FILE = "model.onnx"  # fp32 graph
 ONNX_INT8_FILE = "model.int8.onnx"  # ONNX Runtime dynamic quantisation of model.onnx
@@ -63,6 +65,10 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None)
     floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
     fp32 = model if floats <= {torch.float32} else copy.deepcopy(model).float()
     fp32 = fp32.to("cpu").eval()
+    adapter = _adapter(fp32)
+    if adapter is not None and type(adapter).prepare_export is not FamilyAdapter.prepare_export:
+        fp32 = copy.deepcopy(fp32) if fp32 is model else fp32  # the family's export needs change a copy only
+        adapter.prepare_export(fp32)
     ids = torch.ones(2, 8, dtype=torch.long)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     big = sum(p.numel() * 4 for p in fp32.parameters()) > EXTERNAL_DATA_BYTES
@@ -75,6 +81,13 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None)
         )
     _strip_metadata(path, external_data=big)
     return path
+
+
+def _adapter(model: nn.Module) -> FamilyAdapter | None:
+    try:
+        return adapter_for(model) if getattr(model, "config", None) is not None else None
+    except UnsupportedFamily:
+        return None
 
 
 def _strip_metadata(path: Path, *, external_data: bool) -> None:

@@ -9,9 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from .base import FamilyAdapter, UnsupportedFamily
+from .albert import ALBERT
 from .bert_like import BERT, CAMEMBERT, ELECTRA, ROBERTA, XLM_ROBERTA
+from .distilbert import DISTILBERT
 
-ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (BERT, ROBERTA, XLM_ROBERTA, CAMEMBERT, ELECTRA)}
+ADAPTERS: dict[str, FamilyAdapter] = {
+    a.family: a for a in (BERT, ROBERTA, XLM_ROBERTA, CAMEMBERT, ELECTRA, DISTILBERT, ALBERT)
+}
+
+
+__all__ = ["ADAPTERS", "FamilyAdapter", "UnsupportedFamily", "adapter_for", "supported_families"]
 
 
 def supported_families() -> list[str]:

@@ -121,7 +121,14 @@ class FamilyAdapter(ABC):
         """
 
     def word_embeddings(self, model: nn.Module) -> nn.Embedding:
+        """The token embedding table (vocabulary trimming cuts it, int8 stores it as int8)."""
         return model.get_input_embeddings()
+
+    def prepare_export(self, model: nn.Module) -> None:
+        """Make `model` (a copy about to be traced by the ONNX exporter) exportable, in place; default: nothing.
+
+        A family whose attention the exporter cannot trace overrides this (e.g. switching to eager attention).
+        """
 
 
 # ---- family-free mechanics -------------------------------------------------------------------------

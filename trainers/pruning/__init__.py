@@ -1,4 +1,4 @@
-"""Structured pruning of BERT-like encoders: Block Movement Pruning, one-shot baselines, physical removal."""
+"""Structured pruning of encoders (every family in trainers/families): Block Movement Pruning, one-shot baselines, physical removal."""
 
 from trainers.pruning.config import PruningConfig
 from trainers.pruning.io import load_pruned, save_pruned

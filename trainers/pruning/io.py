@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers import AutoConfig, AutoTokenizer
 
-from trainers.deploy.folder import build_portable, is_portable, portable_classes, save_portable
+from trainers.deploy.folder import build_portable, is_portable, portable_classes_of, save_portable
 from trainers.pruning.plan import CONFIG_FIELD, PruningPlan, apply_plan
 
 PLAN_FILE = "pruning_plan.json"
@@ -90,7 +90,7 @@ def read_plan(model_dir: str | Path, config: Any | None = None) -> PruningPlan |
     if (model_dir / PLAN_FILE).exists():
         return PruningPlan.load(model_dir / PLAN_FILE)
     if config is None and is_portable(model_dir):
-        config = portable_classes(model_dir)[0].from_pretrained(model_dir)
+        config = portable_classes_of(model_dir)[0].from_pretrained(model_dir)
     config = config or AutoConfig.from_pretrained(model_dir)
     shapes = getattr(config, CONFIG_FIELD, None)
     return PruningPlan.from_shapes(config, shapes) if shapes else None

@@ -1,4 +1,4 @@
-"""Block Movement Pruning (Lagunas et al. 2021) on BERT-like encoders.
+"""Block Movement Pruning (Lagunas et al. 2021) on every encoder family with an adapter (trainers/families).
 
 Each attention matrix (Q, K, V, O) gets one learned score per block of weights (32x32 by default,
 blocks never straddle two heads), each FFN neuron one score for its intermediate row / output column
@@ -9,8 +9,11 @@ so dL/dS = sum over the block of dL/dW' * W: scores grow for weights that move a
 blocks keeps receiving gradient and can come back, also with zero biases. The FFN mask acts on the
 neuron's activation, so a masked neuron's score still sees its would-be contribution
 (dL/dS = activation * dL/d(masked activation)) and can come back too. Attention masks are torch
-parametrizations and the FFN masks forward hooks, so state-dict keys change only while training;
-`finalize` removes them and physically prunes.
+parametrizations (a fused Linear, such as ModernBERT's Wqkv, gets one whose mask concatenates its
+roles' block masks in row order) and the FFN masks forward pre-hooks on the FFN-out Linear (its input
+columns are the neurons, also for a GLU), so state-dict keys change only while training; `finalize`
+removes them and physically prunes. Where the layers are is the family adapter's Layout; a layer that
+several depths share (ALBERT) has one mask set.
 
 granularity 'block' (default)
   topk       one global TopK over all attention blocks and FFN neurons, ranked by score, each unit
@@ -40,19 +43,19 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trainers.pruning.config import PruningConfig
+from trainers.families.base import Layout, linear_at, slice_bounds
 from trainers.pruning.plan import (
     PruningPlan,
     _plan,
     apply_plan,
     encoder_dims,
-    encoder_layers,
-    layer_linears,
+    family,
     remove_to_budget,
     round_up_kept,
     select_plan,
 )
 
-ATTENTION = ("query", "key", "value", "attn_out")
+ATTENTION = ("query", "key", "value", "attn_out")  # score names of a Layout's q, k, v, o (O's blocks transposed)
 
 
 def cubic_progress(step: int, total_steps: int, warmup_fraction: float, final_fraction: float) -> float:
@@ -115,6 +118,7 @@ class BlockMovementPruner:
         self.keep: list[dict[str, torch.Tensor]] = []  # current binary masks, same shapes as scores
         self.model: nn.Module | None = None
         self._hooks: list = []
+        self._masked: list[tuple[nn.Module, str]] = []  # (layer, path) of each parametrized Linear
 
     # ---- the Pruner protocol -------------------------------------------------------------------
 
@@ -123,11 +127,19 @@ class BlockMovementPruner:
             raise RuntimeError("prepare() was already called; one pruner masks one model once")
         self.model = model
         self._refresh()
-        for i, layer in enumerate(encoder_layers(model)):
-            lin = layer_linears(layer)
-            for name in ATTENTION:
-                parametrize.register_parametrization(lin[name], "weight", _BlockMask(partial(self._mask, i, name)))
-            self._hooks.append(layer.intermediate.register_forward_hook(partial(self._mask_neurons, i)))
+        adapter = family(model)
+        for i, layer in enumerate(adapter.layers(model)):
+            layout = adapter.layout(layer)
+            for path, parts in self._row_parts(layer, layout).items():
+                mask = partial(self._mask, i, parts[0]) if parts == [parts[0]] and isinstance(parts[0], str) \
+                    else partial(self._fused_mask, i, parts)
+                parametrize.register_parametrization(linear_at(layer, path), "weight", _BlockMask(mask))
+                self._masked.append((layer, path))
+            parametrize.register_parametrization(linear_at(layer, layout.o), "weight",
+                                                 _BlockMask(partial(self._mask, i, "attn_out")))
+            self._masked.append((layer, layout.o))
+            out = linear_at(layer, layout.ffn_out)
+            self._hooks.append(out.register_forward_pre_hook(partial(self._mask_neurons, i)))
 
     def score_parameters(self) -> list[nn.Parameter]:
         self._follow_device()
@@ -161,16 +173,15 @@ class BlockMovementPruner:
         changed = any(not torch.equal(a[n], b[n]) for a, b in zip(trained_masks, self.keep) for n in a)
         fill = self.cfg.granularity == "block" and self.cfg.hybrid_filled
         with torch.no_grad():
-            for layer in encoder_layers(model):
-                lin = layer_linears(layer)
-                masked = {name: lin[name].weight.detach().clone() for name in ATTENTION}  # W * mask
-                for name in ATTENTION:
-                    parametrize.remove_parametrizations(lin[name], "weight", leave_parametrized=False)
-                    if not fill:
-                        lin[name].weight.copy_(masked[name])
+            for layer, path in self._masked:
+                linear = linear_at(layer, path)
+                masked = linear.weight.detach().clone()  # W * mask
+                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=False)
+                if not fill:
+                    linear.weight.copy_(masked)
         for hook in self._hooks:
             hook.remove()
-        self._hooks, self.model = [], None
+        self._hooks, self._masked, self.model = [], [], None
         refilled = fill and self._kept_heads_lost_blocks(plan)
         plan = plan.model_copy(update={"refilled": refilled or changed})
         apply_plan(model, plan)
@@ -183,9 +194,37 @@ class BlockMovementPruner:
         s = self.scores[layer][name]
         return self.keep[layer][name].to(s.device, s.dtype) + s - s.detach()
 
-    def _mask_neurons(self, layer: int, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        """FFN activations times the neuron mask (same straight-through estimator)."""
-        return output * self._mask(layer, "ffn").to(output.dtype)
+    def _fused_mask(self, layer: int, parts: list) -> torch.Tensor:
+        """One Linear's row-block mask from its roles' masks in row order (an int: that many block rows no
+        role owns, kept)."""
+        ref = self.scores[layer]["query"]
+        return torch.cat([self._mask(layer, p) if isinstance(p, str)
+                          else torch.ones(p, ref.shape[1], device=ref.device, dtype=ref.dtype) for p in parts])
+
+    def _row_parts(self, layer: nn.Module, layout: Layout) -> dict[str, list]:
+        """Per Linear holding Q, K or V rows: its roles (and unowned block-row counts) in row order."""
+        roles: dict[str, list[tuple[int, int, str]]] = {}
+        for role, rows in zip(ATTENTION, (layout.q, layout.k, layout.v)):
+            start, stop = slice_bounds(layer, rows)
+            roles.setdefault(rows.path, []).append((start, stop, role))
+        parts: dict[str, list] = {}
+        for path, spans in roles.items():
+            out, at, total = [], 0, linear_at(layer, path).out_features
+            for start, stop, role in sorted(spans):
+                if start > at:
+                    out.append((start - at) // self.bh)
+                out.append(role)
+                at = stop
+            if at < total:
+                out.append((total - at) // self.bh)
+            parts[path] = out
+        return parts
+
+    def _mask_neurons(self, layer: int, module: nn.Module, args: tuple) -> tuple:
+        """The FFN-out Linear's input (the neuron activations) times the neuron mask (same straight-through
+        estimator)."""
+        x = args[0]
+        return (x * self._mask(layer, "ffn").to(x.dtype), *args[1:])
 
     def _threshold(self) -> float:
         c = self.cfg

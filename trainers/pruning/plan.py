@@ -16,77 +16,82 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
-from transformers.pytorch_utils import prune_linear_layer
+
+from trainers.families import adapter_for
+from trainers.families.base import FamilyAdapter, Layout, layer_ffn_width, layer_heads, linear_at, shrink_layer
 
 CONFIG_FIELD = "pruned_shapes"  # model.config attribute describing per-layer shapes (kept heads, FFN widths)
 
 
 @dataclass(frozen=True)
 class EncoderDims:
-    """Unpruned shapes of a BERT-like encoder (read from its config, which pruning never changes)."""
+    """Unpruned shapes of an encoder's prunable layers (from its config, which pruning never changes).
+
+    `head_matrices` / `neuron_matrices`: how many weight matrices one head / FFN neuron has rows or
+    columns in (4: Q, K, V, O; more with DeBERTa-v2's position projections; 3 for a GLU neuron), from
+    the family's Layout.
+    """
 
     num_layers: int
     num_heads: int
     head_size: int
     hidden_size: int
     intermediate_size: int
+    head_matrices: int = 4
+    neuron_matrices: int = 2
 
     @property
     def head_weights(self) -> int:
-        """Weights one head owns: its rows of Q, K, V and its columns of O."""
-        return 4 * self.head_size * self.hidden_size
+        """Weights one head owns: its rows of Q, K, V (and any per-head projections) and its columns of O."""
+        return self.head_matrices * self.head_size * self.hidden_size
 
     @property
     def neuron_weights(self) -> int:
-        """Weights one FFN neuron owns: its intermediate row and its output column."""
-        return 2 * self.hidden_size
+        """Weights one FFN neuron owns: its row of each FFN-in slice and its FFN-out column."""
+        return self.neuron_matrices * self.hidden_size
 
     @property
     def total_weights(self) -> int:
         return self.num_layers * (self.num_heads * self.head_weights + self.intermediate_size * self.neuron_weights)
 
 
+def family(model: nn.Module) -> FamilyAdapter:
+    """The model's family adapter (UnsupportedFamily names the supported ones)."""
+    return adapter_for(model)
+
+
 def encoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of a BERT/RoBERTa/XLM-R style model (`model.base_model.encoder.layer`)."""
-    try:
-        layers = list(model.base_model.encoder.layer)
-        for layer in layers:
-            layer_linears(layer)
-    except AttributeError as err:
-        raise TypeError(
-            f"{type(model).__name__} is not a BERT-like encoder: expected base_model.encoder.layer[i] with "
-            f"attention.self.{{query,key,value}}, attention.output.dense, intermediate.dense, output.dense ({err})"
-        ) from None
-    return layers
+    """The prunable transformer blocks, each once (an ALBERT layer shared by every depth is one block)."""
+    return family(model).layers(model)
 
 
 def encoder_dims(model: nn.Module) -> EncoderDims:
-    c = model.config
+    adapter = family(model)
+    layers = adapter.layers(model)
+    shape = adapter.shape(model.config)
+    layout = adapter.layout(layers[0])
     return EncoderDims(
-        num_layers=len(encoder_layers(model)),
-        num_heads=c.num_attention_heads,
-        head_size=c.hidden_size // c.num_attention_heads,
-        hidden_size=c.hidden_size,
-        intermediate_size=c.intermediate_size,
+        num_layers=len(layers),
+        num_heads=shape.num_heads,
+        head_size=shape.head_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        head_matrices=layout.head_matrices(),
+        neuron_matrices=layout.neuron_matrices(),
     )
 
 
-def layer_linears(layer: nn.Module) -> dict[str, nn.Linear]:
-    """The six prunable Linear layers of one encoder block, by short name."""
-    att = layer.attention
-    return {
-        "query": att.self.query,
-        "key": att.self.key,
-        "value": att.self.value,
-        "attn_out": att.output.dense,
-        "intermediate": layer.intermediate.dense,
-        "output": layer.output.dense,
-    }
+def layer_linears(layer: nn.Module, layout: Layout) -> dict[str, nn.Linear]:
+    """The prunable Linear layers of one encoder block by dotted path (a fused Linear once)."""
+    paths = [r.path for r in (*layout.head_slices, *layout.ffn_in)] + [layout.o, layout.ffn_out]
+    return {path: linear_at(layer, path) for path in dict.fromkeys(paths)}
 
 
 def encoder_weight_count(model: nn.Module) -> int:
     """Current number of prunable encoder weights (the denominator/numerator of `pruning_ratio`)."""
-    return sum(lin.weight.numel() for layer in encoder_layers(model) for lin in layer_linears(layer).values())
+    adapter = family(model)
+    return sum(lin.weight.numel() for layer in adapter.layers(model)
+               for lin in layer_linears(layer, adapter.layout(layer)).values())
 
 
 class LayerPlan(BaseModel):
@@ -109,6 +114,8 @@ class PruningPlan(BaseModel):
     target_ratio: float | None = None
     method: str = "identity"
     refilled: bool = False  # hybrid filled: pruned blocks of kept heads were restored, so retrain after pruning
+    head_matrices: int = 4  # weight matrices a head has rows/columns in (EncoderDims)
+    neuron_matrices: int = 2  # weight matrices an FFN neuron has a row/column in
 
     @model_validator(mode="after")
     def _check(self) -> PruningPlan:
@@ -129,6 +136,8 @@ class PruningPlan(BaseModel):
             head_size=self.attention_head_size,
             hidden_size=self.hidden_size,
             intermediate_size=self.intermediate_size,
+            head_matrices=self.head_matrices,
+            neuron_matrices=self.neuron_matrices,
         )
 
     @property
@@ -162,13 +171,16 @@ class PruningPlan(BaseModel):
             ]
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"config.{CONFIG_FIELD} is malformed ({err!r}): {shapes!r}") from None
+        adapter = adapter_for(config)
+        shape = adapter.shape(config)
         return cls(
-            hidden_size=config.hidden_size,
-            num_attention_heads=config.num_attention_heads,
-            attention_head_size=config.hidden_size // config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
+            hidden_size=shape.hidden_size,
+            num_attention_heads=shape.num_heads,
+            attention_head_size=shape.head_size,
+            intermediate_size=shape.intermediate_size,
             layers=layers,
             method="from_config",
+            **_matrices(adapter, config),
         )
 
     def save(self, path: str | Path) -> None:
@@ -188,12 +200,30 @@ def identity_plan(model: nn.Module) -> PruningPlan:
                  [torch.ones(d.intermediate_size, dtype=torch.bool)] * d.num_layers, target_ratio=0.0)
 
 
+def _matrices(adapter: FamilyAdapter, config: Any) -> dict[str, int]:
+    """head_matrices / neuron_matrices of a family, from the layout of a layer of a config-built model."""
+    layout = _LAYOUTS.get(adapter.family)
+    if layout is None:
+        layout = _LAYOUTS[adapter.family] = adapter.layout(adapter.layers(_meta_model(adapter, config))[0])
+    return {"head_matrices": layout.head_matrices(), "neuron_matrices": layout.neuron_matrices()}
+
+
+_LAYOUTS: dict[str, Layout] = {}
+
+
+def _meta_model(adapter: FamilyAdapter, config: Any) -> nn.Module:
+    with torch.device("meta"):
+        return adapter.model_class(config)
+
+
 def _plan(d: EncoderDims, head_keep: Any, ffn_keep: Any, **extra: Any) -> PruningPlan:
     return PruningPlan(
         hidden_size=d.hidden_size,
         num_attention_heads=d.num_heads,
         attention_head_size=d.head_size,
         intermediate_size=d.intermediate_size,
+        head_matrices=d.head_matrices,
+        neuron_matrices=d.neuron_matrices,
         layers=[
             LayerPlan(heads=h.nonzero().flatten().tolist(), ffn=f.nonzero().flatten().tolist())
             for h, f in zip(head_keep, ffn_keep)
@@ -290,49 +320,27 @@ def achieved_ratio(plan: PruningPlan) -> float:
     return plan.achieved_ratio()
 
 
-def _head_rows(heads: list[int], head_size: int) -> torch.Tensor:
-    return torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads])
-
-
-def _prune(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """prune_linear_layer, keeping dtype and requires_grad (it builds the new layer in the default dtype)."""
-    new = prune_linear_layer(layer, index, dim=dim).to(dtype=layer.weight.dtype)
-    new.requires_grad_(layer.weight.requires_grad)
-    return new
-
-
 def check_unpruned(model: nn.Module) -> EncoderDims:
     """Plans and scores index the unpruned shapes; refuse a model whose layers are already smaller."""
-    d = encoder_dims(model)
-    for i, layer in enumerate(encoder_layers(model)):
-        lin = layer_linears(layer)
-        rows, width = lin["query"].out_features, lin["intermediate"].out_features
-        if rows != d.num_heads * d.head_size or width != d.intermediate_size:
+    adapter, d = family(model), encoder_dims(model)
+    for i, layer in enumerate(adapter.layers(model)):
+        heads, width = layer_heads(adapter, layer, d.head_size), layer_ffn_width(adapter, layer)
+        if heads != d.num_heads or width != d.intermediate_size:
             raise ValueError(
-                f"encoder layer {i} is already pruned (query has {rows} rows, intermediate {width});"
-                " prune the unpruned model instead"
+                f"encoder layer {i} is already pruned ({heads} of {d.num_heads} heads, FFN width {width} of "
+                f"{d.intermediate_size}); prune the unpruned model instead"
             )
     return d
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan) -> nn.Module:
     """Physically remove what `plan` drops (in place; returns the model). The model must be unpruned."""
-    d = check_unpruned(model)
+    adapter, d = family(model), check_unpruned(model)
     if d != plan.dims:
         raise ValueError(f"pruning plan is for an encoder with {plan.dims}, the model has {d}")
-    for layer, lp in zip(encoder_layers(model), plan.layers):
-        lin = layer_linears(layer)
-        if len(lp.heads) < d.num_heads:
-            rows = _head_rows(lp.heads, d.head_size)
-            att = layer.attention.self
-            att.query, att.key, att.value = (_prune(lin[k], rows, 0) for k in ("query", "key", "value"))
-            layer.attention.output.dense = _prune(lin["attn_out"], rows, 1)
-            att.num_attention_heads = len(lp.heads)
-            att.all_head_size = len(lp.heads) * d.head_size
-        if len(lp.ffn) < d.intermediate_size:
-            neurons = torch.tensor(lp.ffn)
-            layer.intermediate.dense = _prune(lin["intermediate"], neurons, 0)
-            layer.output.dense = _prune(lin["output"], neurons, 1)
+    shape = adapter.shape(model.config)
+    for layer, lp in zip(adapter.layers(model), plan.layers):
+        shrink_layer(adapter, layer, lp.heads, lp.ffn, shape)
     setattr(model.config, CONFIG_FIELD, None if plan.is_identity else plan.shapes())
     return model
 
@@ -341,12 +349,13 @@ def pruning_summary(model: nn.Module, plan: PruningPlan) -> dict[str, Any]:
     """Flat-ish dict for logging, computed from the pruned model and its plan (no unpruned copy needed)."""
     d = plan.dims
     removed_weights = d.total_weights - plan.kept_weights()
-    layer = encoder_layers(model)[0]
-    lin = layer_linears(layer)
-    qkv_bias = sum(lin[k].bias is not None for k in ("query", "key", "value"))
+    adapter = family(model)
+    layer = adapter.layers(model)[0]
+    layout = adapter.layout(layer)
+    head_bias = sum(linear_at(layer, r.path).bias is not None for r in layout.head_slices)
+    neuron_bias = sum(linear_at(layer, r.path).bias is not None for r in layout.ffn_in)
     removed_bias = sum(
-        (d.num_heads - len(lp.heads)) * qkv_bias * d.head_size
-        + (d.intermediate_size - len(lp.ffn)) * int(lin["intermediate"].bias is not None)
+        (d.num_heads - len(lp.heads)) * head_bias * d.head_size + (d.intermediate_size - len(lp.ffn)) * neuron_bias
         for lp in plan.layers
     )
     total_after = sum(p.numel() for p in model.parameters())

@@ -28,7 +28,7 @@ class NoOpPruner(StaticPruner):
     """ratio 0: touches nothing, returns the identity plan."""
 
     def prepare(self, model: nn.Module, calib_batches: Iterable[dict] | None = None) -> None:
-        encoder_layers(model)  # still fail early on a model this package cannot prune
+        encoder_layers(model)  # still fail early on a family no adapter handles
 
     def finalize(self, model: nn.Module) -> PruningPlan:
         return identity_plan(model)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainers.families import UnsupportedFamily, adapter_for
+from trainers.families.int8 import replace_module
+
 # config fields holding a token id, renumbered with the vocabulary
 _ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "unk_token_id",
               "mask_token_id", "decoder_start_token_id")
@@ -18,10 +21,19 @@ def unique_param_bytes(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def word_embeddings(model: nn.Module) -> nn.Embedding:
+    """The token embedding table: the family adapter's (ALBERT's is the factorised embedding_size one),
+    else `get_input_embeddings()`."""
+    try:
+        return adapter_for(model).word_embeddings(model)
+    except UnsupportedFamily:
+        return model.get_input_embeddings()
+
+
 def trim_embeddings(model: nn.Module, kept: list[int]) -> None:
     """Keep rows `kept` (sorted old ids) of the input embedding, the output embedding (tied or not) and
     any output bias with one entry per token (an LM head's); renumber the config's token ids."""
-    old_in = model.get_input_embeddings()
+    old_in = word_embeddings(model)
     old_size = old_in.num_embeddings
     index = torch.tensor(kept, dtype=torch.long)
     new_id = {old: new for new, old in enumerate(kept)}
@@ -34,7 +46,8 @@ def trim_embeddings(model: nn.Module, kept: list[int]) -> None:
     with torch.no_grad():
         new_in.weight.copy_(old_in.weight[index])
     done = {id(old_in.weight)}
-    model.set_input_embeddings(new_in)
+    if not replace_module(model, old_in, new_in):
+        model.set_input_embeddings(new_in)
 
     if old_out is not None:
         done.add(id(old_out.weight))

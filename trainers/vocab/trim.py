@@ -9,7 +9,13 @@ from pydantic import BaseModel
 
 from trainers import metrics as M
 from trainers.vocab.config import VocabularyConfig
-from trainers.vocab.embeddings import _ID_FIELDS, trim_embeddings, unique_param_bytes, unique_param_count
+from trainers.vocab.embeddings import (
+    _ID_FIELDS,
+    trim_embeddings,
+    unique_param_bytes,
+    unique_param_count,
+    word_embeddings,
+)
 from trainers.vocab.tokenizer import backend_spec, character_ids, rebuild_tokenizer, required_ids, trimmed_spec
 
 _BATCH = 1024
@@ -81,7 +87,7 @@ def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfi
     if cfg.trim == "none":
         raise ValueError("trim_vocabulary: vocabulary.trim is 'none'; there is nothing to trim")
     spec = backend_spec(tokenizer)
-    size_before = model.get_input_embeddings().num_embeddings
+    size_before = word_embeddings(model).num_embeddings
     if size_before != len(tokenizer):
         raise ValueError(
             f"vocabulary trimming: the model has {size_before} embedding rows but the tokenizer {len(tokenizer)} tokens; "
