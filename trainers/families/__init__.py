@@ -10,8 +10,12 @@ from typing import Any
 
 from .base import FamilyAdapter, UnsupportedFamily
 from .bert_like import BERT, CAMEMBERT, ELECTRA, ROBERTA, XLM_ROBERTA
+from .deberta_v2 import DEBERTA_V2
+from .modernbert import MODERNBERT
+from .mpnet import MPNET
 
 ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (BERT, ROBERTA, XLM_ROBERTA, CAMEMBERT, ELECTRA)}
+ADAPTERS.update({a.family: a for a in (DEBERTA_V2, MPNET, MODERNBERT)})  # families with their own structure
 
 
 def supported_families() -> list[str]:
