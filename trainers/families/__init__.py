@@ -11,10 +11,14 @@ from typing import Any
 from .base import FamilyAdapter, UnsupportedFamily
 from .albert import ALBERT
 from .bert_like import BERT, CAMEMBERT, ELECTRA, ROBERTA, XLM_ROBERTA
+from .deberta_v2 import DEBERTA_V2
 from .distilbert import DISTILBERT
+from .modernbert import MODERNBERT
+from .mpnet import MPNET
 
 ADAPTERS: dict[str, FamilyAdapter] = {
-    a.family: a for a in (BERT, ROBERTA, XLM_ROBERTA, CAMEMBERT, ELECTRA, DISTILBERT, ALBERT)
+    a.family: a
+    for a in (BERT, ROBERTA, XLM_ROBERTA, CAMEMBERT, ELECTRA, DISTILBERT, ALBERT, DEBERTA_V2, MPNET, MODERNBERT)
 }
 
 
