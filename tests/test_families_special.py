@@ -396,6 +396,33 @@ def test_vocabulary_trimming_keeps_the_logits(case, make_tokenizer, tmp_path):
     torch.testing.assert_close(logits(model, after["input_ids"], after["attention_mask"]), old, rtol=1e-5, atol=1e-6)
 
 
+def test_mpnet_refuses_trimming_with_a_tokenizer_whose_id_1_is_not_special():
+    """With a BERT-layout vocabulary ([PAD] 0, an ordinary token at 1) trimming moves another token to id 1,
+    which MPNetEmbeddings takes for padding: the logits change, so the adapter refuses such a tokenizer."""
+    from transformers import BertTokenizer
+
+    from trainers.vocab import VocabularyConfig, trim_vocabulary
+
+    assert ADAPTERS["mpnet"].vocabulary_refusal(mpnet_tokenizer()) is None
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *letters, *("##" + c for c in letters)]
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
+    why = ADAPTERS["mpnet"].vocabulary_refusal(tokenizer)
+    assert why and "id 1" in why and "[0, 2, 3, 4, 5]" in why
+
+    texts = ["the cat sat on the mat 7", "the dog ran far"]  # "7" is unknown: [UNK], old id 2, becomes id 1
+    config = CASES["mpnet"][0]()
+    config.vocab_size, config.pad_token_id = len(tokenizer), 0
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(config).eval()
+    before = tokenizer(texts, padding=True, return_tensors="pt")
+    old = logits(model, before["input_ids"], before["attention_mask"])
+    model, trimmed, _ = trim_vocabulary(model, tokenizer, texts, VocabularyConfig(trim="corpus"))
+    after = trimmed(texts, padding=True, return_tensors="pt")
+    assert trimmed.unk_token_id == 1 and (after["input_ids"] == 1).any()
+    assert (logits(model, after["input_ids"], after["attention_mask"]) - old).abs().max() > 1e-3  # what it refuses
+
+
 def test_vocabulary_trimming_of_a_bpe_tokenizer_is_refused_clearly():
     """ModernBERT ships a BPE tokenizer: trimming refuses it, naming the type, before touching the model."""
     from tokenizers import Tokenizer, models, pre_tokenizers

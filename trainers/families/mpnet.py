@@ -60,8 +60,22 @@ class MPNetAdapter(FamilyAdapter):
     notes = ("relative attention bias (encoder.relative_attention_bias, one column per head) computed once and "
              "shared by all layers: a pruned layer keeps its head indices (attribute attention.attn.kept_heads, "
              "not saved) and a forward pre-hook selects those heads of the bias; the bias table stays whole; "
-             "vocabulary trimming: WordPiece tokenizer (supported; MPNetEmbeddings hard-codes padding_idx 1, "
-             "which stays 1 because ids 0 <s> and 1 <pad> are special tokens and always kept)")
+             "vocabulary trimming: WordPiece tokenizer, supported; MPNetEmbeddings hard-codes padding_idx 1 (position "
+             "ids skip id 1), so trimming is exact only when ids 0 and 1 are special tokens (always kept): true for "
+             "MPNet's own tokenizer (<s>, <pad>), refused by vocabulary_refusal for others, e.g. a BERT one")
+
+    def vocabulary_refusal(self, tokenizer: Any) -> str | None:
+        """Why trimming `tokenizer`'s vocabulary would change an MPNet model's outputs (None: it would not).
+
+        MPNetEmbeddings treats token id 1 as padding whatever the config says (`padding_idx = 1`: its embedding
+        row and position ids skip it). Trimming renumbers the kept ids in their old order, so old ids 0 and 1
+        keep their numbers exactly when both are kept, i.e. special tokens."""
+        special = sorted(set(tokenizer.all_special_ids))
+        if {0, 1} <= set(special):
+            return None
+        return ("MPNet treats token id 1 as padding (MPNetEmbeddings.padding_idx is fixed at 1), and vocabulary "
+                "trimming renumbers token ids: ids 0 and 1 must be special tokens, which trimming always keeps, "
+                f"but this tokenizer's special token ids are {special}")
 
     def layers(self, model: nn.Module) -> list[nn.Module]:
         return list(model.base_model.encoder.layer)
