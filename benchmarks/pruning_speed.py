@@ -29,7 +29,8 @@ from transformers import AutoModelForSequenceClassification
 
 from trainers.measure.latency import measure_latency
 from trainers.pruning import PruningConfig, encoder_weight_count, make_pruner
-from trainers.pruning.plan import encoder_layers
+from trainers.families.base import slice_bounds
+from trainers.pruning.plan import family, layer_linears
 
 
 def minilm_path() -> str:
@@ -42,12 +43,12 @@ def forward_flops(model: torch.nn.Module, batch: int, seq: int) -> int:
     """Multiply-adds x2 of the matmuls in one forward: encoder Linears, QK^T and AV, pooler + classifier."""
     tokens = batch * seq
     flops = 0
-    for layer in encoder_layers(model):
-        att = layer.attention.self
-        linears = (att.query, att.key, att.value, layer.attention.output.dense, layer.intermediate.dense,
-                   layer.output.dense)
-        flops += 2 * tokens * sum(lin.weight.numel() for lin in linears)
-        flops += 2 * 2 * batch * seq * seq * att.query.out_features  # QK^T and AV over the kept heads
+    adapter = family(model)
+    for layer in adapter.layers(model):
+        layout = adapter.layout(layer)
+        flops += 2 * tokens * sum(lin.weight.numel() for lin in layer_linears(layer, layout).values())
+        q_start, q_stop = slice_bounds(layer, layout.q)
+        flops += 2 * 2 * batch * seq * seq * (q_stop - q_start)  # QK^T and AV over the kept heads
     flops += 2 * batch * sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight") and
                              ("pooler" in n or "classifier" in n))
     return flops

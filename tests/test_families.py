@@ -178,7 +178,7 @@ def test_int8_stays_close_to_fp32(pruned):
         out = logits(q, b)
         diff = float((out - fp32).abs().max())
         scale = float(fp32.abs().max())
-        assert 0 < diff <= 0.05 * scale + 1e-3, (diff, scale)
+        assert 0 < diff <= 0.1 * scale + 1e-3, (diff, scale)  # per-row int8 weights, per-token int8 activations
         r.detail = f"max diff {diff:.3f} (logits up to {scale:.2f})"
 
 

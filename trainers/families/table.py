@@ -17,7 +17,7 @@ from pathlib import Path
 
 CAPABILITIES = {  # capability key -> column heading, in table order
     "prune": "pruned to 0.25 / 0.5 / 0.75 (achieved)",
-    "split": "learned split at 0.5: heads / FFN neurons kept",
+    "split": "split at 0.5 (random scores): heads / FFN neurons kept per layer",
     "masked_equals_pruned": "masked = pruned logits",
     "int8": "int8 vs fp32 logits",
     "onnx": "ONNX fp32 vs torch logits",
