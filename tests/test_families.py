@@ -39,6 +39,14 @@ FAMILIES = [
     ("distilbert", dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128)),
     ("albert", dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                     intermediate_size=128)),
+    ("deberta-v2", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        relative_attention=True, position_buckets=8, type_vocab_size=0, share_att_key=False,
+                        pos_att_type=["p2c", "c2p"], max_position_embeddings=64)),
+    ("mpnet", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                   relative_attention_num_buckets=32)),
+    ("modernbert", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                        global_attn_every_n_layers=2, local_attention=4, pad_token_id=0, bos_token_id=101,
+                        eos_token_id=102, cls_token_id=101, sep_token_id=102)),
 ]
 COMMON = dict(vocab_size=30522, max_position_embeddings=130, pad_token_id=0, num_labels=3, initializer_range=0.2)
 RESULTS = table.RESULTS
