@@ -171,7 +171,7 @@ class Constraint(OnMetric):
     @property
     def label(self) -> str:
         kind = next(k for k in ("max_drop", "max_ratio", "max", "min") if getattr(self, k) is not None)
-        return f"{self.metric}_{kind}"
+        return f"{self.metric}_{kind}" + (f"_c{round(100 * self.confidence)}" if self.confidence is not None else "")
 
 
 class Sampler(Strict):

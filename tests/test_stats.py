@@ -106,10 +106,25 @@ def test_a_confident_constraint_reads_the_lower_end_of_the_paired_interval():
     assert pareto.constraint_value(c, sure, baseline) <= 0
     assert pareto.constraint_value(c, {M.VAL_ACCURACY: 0.95}, baseline) > 0  # no paired interval: not shown to hold
     assert "lower end of the paired 95%" in constraint_rule(c) and "point estimate" in constraint_rule(point)
+    assert c.label == "accuracy_max_drop_c95" and point.label == "accuracy_max_drop"  # both can stand in one sweep
     with pytest.raises(ValidationError, match="confidence: 0.95 needs metric accuracy with max_drop"):
         Constraint(metric="latency", max_ratio=0.5, confidence=0.95)
     with pytest.raises(ValidationError, match="confidence: 0.9 is not measured; expected 0.95"):
         Constraint(metric="accuracy", max_drop=0.01, confidence=0.9)
+
+
+def test_a_sweep_file_with_a_confidence_the_paired_interval_cannot_give_is_refused_with_file_and_field(tmp_path):
+    import yaml
+
+    from orchestrator.spec import SpecError, load_sweep
+
+    doc = {"name": "s", "teacher": {"model": "prajjwal1/bert-tiny"}, "data": {"path": "d.csv"},
+           "constraints": [{"metric": "latency", "max_ratio": 0.5, "confidence": 0.95}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as err:
+        load_sweep(path)
+    assert str(path) in str(err.value) and "constraints" in str(err.value) and "needs metric accuracy" in str(err.value)
 
 
 def _trial(number: int, acc: float, ms: float, p90: float, params: float, **extra) -> object:
