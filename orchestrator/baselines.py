@@ -20,6 +20,7 @@ from orchestrator.record import set_study, study_record
 from orchestrator.tracking import FINISHED
 from trainers import metrics as M
 from trainers.jobs import MeasureJob, MeasureResult
+from trainers.measure.predictions import PREDICTIONS_FILE
 
 THREADS_TAG = "measure_threads"  # written by trainers.measure.measure_model: the torch threads it measured with
 
@@ -74,6 +75,7 @@ def ensure_baselines(ctx: Context, placements: Sequence[Placement], log: Log) ->
                                        tags={"sweep.teacher_key": ctx.prepared.teacher_key, "sweep.baseline_threads": threads})
         ctx.tracker.log(run_id, params={"teacher.model": ctx.spec.teacher.model, "precision": "fp32", "threads": threads},
                         metrics=measured.metrics, tags={**measured.tags, "precision_measured": "fp32"})
+        ctx.tracker.log_artifacts(run_id, work_dir(ctx.root, ctx.spec.name) / f"baseline-threads{threads}" / PREDICTIONS_FILE)
         ctx.tracker.end(run_id, FINISHED)
         remember_baseline(ctx, threads, measured.metrics, run_id)
         log(f"baseline at {threads} thread(s): latency {measured.metrics.get(M.LATENCY_P50_BS1, math.nan):.2f} ms (batch 1)")
@@ -86,7 +88,8 @@ def _measure_teacher(ctx: Context, placement: Placement, threads: int) -> Measur
     out.mkdir(parents=True, exist_ok=True)
     job = MeasureJob(model_dir=prep.teacher_dir, data=spec.data, data_base_dir=spec.base_dir, measure=spec.measure,
                      max_seq_len=spec.training.max_seq_len, cache_dir=(ctx.root / "cache" / "data").resolve(),
-                     batch_size=spec.training.eval_batch_size, precision="fp32")
+                     batch_size=spec.training.eval_batch_size, precision="fp32",
+                     predictions_out=(out / PREDICTIONS_FILE).resolve())
     job_path, result_path, log_path = out / "job.json", out / "result.json", out / "worker.log"
     job_path.write_text(job.model_dump_json(indent=2))
     result_path.unlink(missing_ok=True)

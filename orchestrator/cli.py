@@ -345,5 +345,6 @@ def ui(
     raise typer.Exit(ui_server.serve(ui_server.command(uri, host, port, artifacts)))
 
 
+app.command(name="compare")(__import__("orchestrator.compare").compare.compare_command)  # orchestrator/compare.py
 if __name__ == "__main__":
     app()

@@ -43,6 +43,7 @@ class Context:
     # trial id -> (last heartbeat value seen, local monotonic time it was first seen): staleness is
     # judged by this process's own clock, so clock skew between machines cannot reap a live trial.
     seen: dict[int, tuple[object, float]] = field(default_factory=dict)
+    cache: dict[str, object] = field(default_factory=dict)  # read-once data (the teacher's per-row predictions)
 
     @property
     def grace_s(self) -> float:

@@ -21,14 +21,17 @@ from orchestrator.baselines import baseline_tags, measured_threads, placement_th
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.record import beat, frozen, mark_pruned, set_trial, set_trial_quietly, tell, trial_record
+from orchestrator.prediction_files import teacher_predictions
 from orchestrator.recovery import close_lost_run, record_failure
 from orchestrator.trial_watch import TrialWatch
 from orchestrator.spec import DIMENSIONS, SweepSpec
 from orchestrator.study import finite
+from orchestrator.stats import decision_metrics
 from orchestrator.tracking import FINISHED, KILLED, flatten
 from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.jobs import TrialResult
+from trainers.measure.predictions import load as load_predictions
 
 
 def trial_config(ctx: Context, params: dict, number: int, placement: Placement | None = None) -> TrialConfig:
@@ -124,6 +127,8 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         threads = measured_threads(result.tags) or placement_threads(placement, spec.measure.threads)
         baseline_threads, baseline = pareto.baseline_for(ctx.baselines, threads, ctx.baseline)
         metrics = {**result.metrics, **pareto.deltas(result.metrics, baseline)}
+        if result.predictions and Path(result.predictions).is_file():  # pooled and paired intervals, from the rows
+            metrics.update(decision_metrics(load_predictions(result.predictions), teacher_rows(ctx)))
         if params.get("vocabulary") == "trimmed":
             metrics.update(ctx.prepared.vocabulary_metrics)  # vocab size before/after, tokens lost, params saved
         missing = [o.key for o in spec.objectives if o.key not in metrics or not finite([metrics[o.key]])]
@@ -141,6 +146,13 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     watch.complete(metrics.get(M.VAL_ACCURACY))
     return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log,
                      baseline=baseline, baseline_threads=baseline_threads)
+
+
+def teacher_rows(ctx: Context):
+    """The teacher's per-row predictions (read once per process), None when the baseline logged none."""
+    if "teacher" not in ctx.cache:
+        ctx.cache["teacher"] = teacher_predictions(ctx.study, ctx.tracker)
+    return ctx.cache["teacher"]
 
 
 def _shared(result: TrialResult) -> dict:
@@ -199,6 +211,8 @@ def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, res
     ctx.tracker.log_dict(run_id, result.pruning, "pruning.json")
     ctx.tracker.log_artifacts(run_id, result_path)
     ctx.tracker.log_artifacts(run_id, log_path)
+    if result.predictions:
+        ctx.tracker.log_artifacts(run_id, Path(result.predictions))
     if result.model_dir and Path(result.model_dir).is_dir():
         ctx.tracker.log_artifacts(run_id, Path(result.model_dir), "model")
     ctx.tracker.end(run_id, FINISHED)

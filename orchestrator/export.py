@@ -19,11 +19,14 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator import pareto
+from orchestrator import stats
 from orchestrator.model_card import model_card
+from orchestrator.prediction_files import paired_accuracy, trial_predictions
 from orchestrator.record import study_record, trial_record
 from orchestrator.spec import SweepSpec
 from orchestrator.tracking import Tracker
 from trainers import metrics
+from trainers.measure.predictions import PREDICTIONS_FILE, save as save_predictions
 
 MEASURED_ON_PREFIXES = ("hw_", "measure_", "unit_", "latency_bs", "memory_scope", "emissions_scope", "accuracy_scope",
                         "cpu_", "precision_", "runtime")
@@ -61,6 +64,42 @@ def _ensure_onnx(model_dir: Path, spec: SweepSpec, cache_dir: Path) -> None:
     export_with_parity(model, model_dir, rows, threads=spec.measure.resolved_threads())
 
 
+def _ship_tokenizer(model_dir: Path, out: Path) -> None:
+    """The tokenizer in a folder of its own: model/config.json names the shipped modeling file (auto_map), so
+    AutoTokenizer on model/ would ask whether to run it; tokenizer/ loads with a plain from_pretrained."""
+    from transformers import AutoTokenizer
+
+    if (model_dir / "tokenizer_config.json").exists():
+        AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False).save_pretrained(out)
+
+
+def accuracy_summary(metrics_: dict[str, float], predictions, trial_cfg: dict) -> dict:
+    """Both accuracies, labelled: the configuration's (mean over seeds, pooled interval) and the exported model's own
+    (the kept seed's, in its runtime at its precision, from predictions.npz: reproducible from this folder)."""
+    seeds = trial_cfg.get("training", {}).get("seeds", 1)
+    runtime, precision = trial_cfg.get("runtime", "torch"), trial_cfg.get("precision", "fp32")
+    config = {"what": f"this configuration: mean over {seeds} seed(s), 95 % interval over rows and seeds ({stats.METHOD})"}
+    for prefix, label in (("val", "val"), ("test", "test_reported")):
+        name = f"{prefix}_accuracy"
+        if name in metrics_:
+            config[label] = metrics_[name]
+            low, high = metrics_.get(f"{name}_ci_low"), metrics_.get(f"{name}_ci_high")
+            if low is not None and high is not None:
+                config[f"{label}_interval_95"] = [low, high]
+    served = "model/" if runtime == "torch" else "model/model.int8.onnx" if precision == "int8" else "model/model.onnx"
+    shipped: dict = {"what": f"the exported model itself ({served}, {runtime} at {precision}): re-measure it on the "
+                             "split to get exactly these"}
+    if predictions is not None:
+        shipped["seed"] = predictions.seeds[predictions.kept]
+        for prefix, label in (("val", "val"), ("test", "test_reported")):
+            if prefix in predictions.splits:
+                correct = predictions.splits[prefix].correct[predictions.kept]
+                shipped[label] = float(correct.mean())
+                shipped[f"{label}_rows"] = f"{int(correct.sum())}/{correct.size}"
+        shipped["predictions"] = PREDICTIONS_FILE
+    return {"configuration": config, "exported_model": shipped}
+
+
 def _shapes(model_dir: Path) -> dict:
     """Per-layer head counts and FFN widths as the exported model's config.json records them."""
     config = json.loads((model_dir / "config.json").read_text())
@@ -73,7 +112,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         raise ValueError(f"study {study.study_name!r} has no completed trial to export")
-    chosen = pareto.pick(completed, rule, spec.objectives)
+    chosen, why = pareto.pick_with_reason(completed, rule, rel_tol=spec.measure.rel_tol, paired=paired_accuracy(tracker))
     record = trial_record(chosen)
     run_id = record.mlflow_run_id
     run = tracker.client.get_run(run_id)
@@ -88,6 +127,10 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     trial_cfg = yaml.safe_load(trial_cfg_path.read_text())
     cache = Path(trial_cfg.get("cache_dir", "mlruns/cache/data")).resolve()  # <root>/cache/data
     _ensure_onnx(staging / "model", spec, cache)
+    _ship_tokenizer(staging / "model", staging / "tokenizer")
+    predictions = trial_predictions(chosen, tracker)
+    if predictions is not None:
+        save_predictions(staging / PREDICTIONS_FILE, predictions)
     root_flag = f" --root {os.path.relpath(cache.parent.parent, base)}" if cache.parent.name == "cache" else ""
     trial_cfg["output_dir"] = "reproduced"
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
@@ -107,6 +150,8 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
         "study": study.study_name,
         "trial": chosen.number,
         "pick": rule,
+        "pick_reason": why,
+        "accuracy": accuracy_summary(run.data.metrics, predictions, trial_cfg),
         "mlflow": {"run_id": run_id, "tracking_uri": relative_to(tracker.uri, base),
                    "experiment_id": run.info.experiment_id},
         "hyperparameters": dict(chosen.params),
@@ -125,6 +170,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
         "measured_on": {k: v for k, v in run.data.tags.items() if k.startswith(MEASURED_ON_PREFIXES)},
         "model": "model/",
         "onnx": {"fp32": "model/model.onnx", "int8": "model/model.int8.onnx"},
+        "tokenizer": "tokenizer/ (AutoTokenizer.from_pretrained('tokenizer'): plain transformers, no remote code)",
         "onnx_parity": json.loads(parity_file.read_text()),
         "run_from": "this folder (the commands below use paths relative to it)",
         "reproduce": "sweep trial trial_config.yaml",

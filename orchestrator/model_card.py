@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 model = AutoModelForSequenceClassification.from_pretrained("model", trust_remote_code=True).eval()
-tokenizer = AutoTokenizer.from_pretrained("model")
+tokenizer = AutoTokenizer.from_pretrained("tokenizer")  # its own folder: loads without remote code or a prompt
 inputs = tokenizer(["{example}"], return_tensors="pt", truncation=True, max_length={max_len})
 with torch.inference_mode():
     label = model.config.id2label[int(model(**inputs).logits.argmax(-1))]
@@ -48,6 +48,28 @@ def _metric_rows(metrics: dict[str, float], baseline: dict[str, float]) -> list[
     return rows
 
 
+def _accuracy_lines(acc: dict[str, Any]) -> list[str]:
+    """Two labelled accuracies: the configuration's (mean ± interval over seeds and rows) and the shipped file's own."""
+    if not acc:
+        return []
+    config, shipped = acc.get("configuration", {}), acc.get("exported_model", {})
+    lines = ["## Accuracy", "", "| | validation (chose it) | test (reported only) |", "| --- | --- | --- |"]
+
+    def cell(part: dict, label: str) -> str:
+        value, iv, rows = part.get(label), part.get(f"{label}_interval_95"), part.get(f"{label}_rows")
+        if value is None:
+            return "-"
+        return f"{value:.4f}" + (f" [{iv[0]:.4f}, {iv[1]:.4f}]" if iv else "") + (f" ({rows} rows)" if rows else "")
+
+    lines.append(f"| the configuration (mean over its seeds, 95 % interval) | {cell(config, 'val')} | "
+                 f"{cell(config, 'test_reported')} |")
+    lines.append(f"| this exported model (seed {shipped.get('seed', '-')}) | {cell(shipped, 'val')} | "
+                 f"{cell(shipped, 'test_reported')} |")
+    lines += ["", f"Configuration: {config.get('what', '')}. Exported model: {shipped.get('what', '')}; per-row "
+              f"predictions in `{shipped.get('predictions', 'predictions.npz')}`.", ""]
+    return lines
+
+
 def model_card(doc: dict[str, Any]) -> str:
     """Markdown model card from the export document (config.yaml's content)."""
     hp = doc.get("hyperparameters", {})
@@ -61,6 +83,7 @@ def model_card(doc: dict[str, Any]) -> str:
         "A pruned and distilled text classifier exported by compression-sweep. Validation metrics chose it; "
         "test metrics are reported only.",
         "",
+        *_accuracy_lines(doc.get("accuracy", {})),
         "## Hyperparameters",
         "",
         *(f"- `{k}`: {_fmt(v)}" for k, v in hp.items()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from optuna.trial import FrozenTrial
 
@@ -28,6 +28,9 @@ def constraint_value(c: Constraint, metrics: dict[str, float], baseline: dict[st
     reference = baseline.get(c.key)
     if reference is None:
         raise KeyError(f"constraint on {c.metric}: the baseline has no {c.key} to compare with")
+    if c.max_drop is not None and c.confidence is not None:  # the paired interval's lower end, not the point
+        low = metrics.get(M.DELTA_VAL_ACCURACY_CI_LOW)
+        return 1.0 if low is None else -low / 100.0 - c.max_drop  # no paired interval: not shown to hold
     if c.max_drop is not None:
         return (reference - value) - c.max_drop
     return value / reference - c.max_ratio
@@ -82,17 +85,30 @@ def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float],
     return out
 
 
-def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective]) -> FrozenTrial:
-    """One trial of the front by a named rule (`fastest`...) or `trial:N`.
+Paired = Callable[[FrozenTrial, FrozenTrial], "tuple[float, float] | None"]
 
-    Only trials that meet every constraint qualify; a named metric the sweep did not optimise is
-    still usable because every trial carries the full metric set.
+
+def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective] = (), *, rel_tol: float = 0.02,
+         paired: Paired | None = None) -> FrozenTrial:
+    """One trial of the front by a named rule (`fastest`...) or `trial:N` (see `pick_with_reason`)."""
+    return pick_with_reason(front, rule, rel_tol=rel_tol, paired=paired)[0]
+
+
+def pick_with_reason(front: Sequence[FrozenTrial], rule: str, *, rel_tol: float = 0.02,
+                     paired: Paired | None = None) -> tuple[FrozenTrial, str]:
+    """One trial by a named rule, respecting the noise it measured, and why.
+
+    Candidates within the measured noise of the best on the rule's metric are tied (latency within
+    its p90-p50 spread or `rel_tol`; accuracy within the paired interval of the difference, from
+    `paired(a, b)` -> (low, high), else within each other's interval; parameter counts exactly);
+    of the tied, the most accurate wins, then fewer parameters (`most_accurate`: fewer parameters,
+    then the more accurate). Only trials that meet every constraint qualify.
     """
     if rule.startswith("trial:") and rule.split(":", 1)[1].isdigit():
         number = int(rule.split(":", 1)[1])
         for t in front:
             if t.number == number:
-                return t
+                return t, f"trial {number}, as asked"
         raise ValueError(f"--pick {rule}: trial {number} is not a completed trial of this study")
     check_pick(rule)
     candidates = [t for t in front if feasible(t)]
@@ -100,14 +116,44 @@ def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective
         raise ValueError("no completed trial meets the sweep's constraints; loosen them or pick with trial:N")
     metric, direction = PICK_RULES[rule]
     sign = 1.0 if direction == "minimize" else -1.0
+    m = {t.number: trial_record(t).metrics for t in candidates}
+    acc = lambda t: m[t.number].get(M.VAL_ACCURACY, 0.0)  # noqa: E731
+    params = lambda t: m[t.number].get(M.PARAMS_TOTAL, math.inf)  # noqa: E731
+    best = min(candidates, key=lambda t: (sign * m[t.number].get(metric, math.inf * sign), -acc(t), t.number))
+    tied = [t for t in candidates if t is best or _tied(t, best, m, metric, rel_tol, paired)]
+    if metric == M.VAL_ACCURACY:
+        chosen = min(tied, key=lambda t: (params(t), -acc(t), t.number))
+        then = "fewer parameters, then the more accurate"
+    else:
+        chosen = min(tied, key=lambda t: (-acc(t), params(t), t.number))
+        then = "the most accurate, then fewer parameters"
+    others = sorted(t.number for t in tied if t is not best)
+    if not others:
+        return chosen, f"{rule}: trial {best.number} has the best {metric}; no other trial within its noise"
+    return chosen, (f"{rule}: trial {best.number} has the best {metric}; trial(s) {others} are within its measured "
+                    f"noise ({NOISE_RULE}); of them {then} wins: trial {chosen.number}")
 
-    def key(t: FrozenTrial):
-        measured = trial_record(t).metrics
-        value = measured.get(metric, math.inf * sign)
-        accuracy = measured.get(M.VAL_ACCURACY, 0.0)
-        return (sign * value, -accuracy, t.number)
 
-    return min(candidates, key=key)
+NOISE_RULE = ("latency within its p90-p50 spread or measure.rel_tol, accuracy within the paired 95 % interval, "
+              "other metrics within measure.rel_tol, parameter counts exactly")
+
+
+def _tied(t: FrozenTrial, best: FrozenTrial, m: dict[int, dict[str, float]], metric: str, rel_tol: float,
+          paired: Paired | None) -> bool:
+    a, b = m[t.number], m[best.number]
+    if metric not in a or metric not in b:
+        return False
+    if metric == M.PARAMS_TOTAL:
+        return a[metric] == b[metric]
+    if metric == M.VAL_ACCURACY and paired is not None:
+        interval_ = paired(t, best)
+        if interval_ is not None:
+            return interval_[0] <= 0.0 <= interval_[1]
+    if metric == M.VAL_ACCURACY:
+        ia, ib = interval(a, metric), interval(b, metric)
+        if ia is not None and ib is not None:
+            return ia[0] <= ib[1] and ib[0] <= ia[1]
+    return indistinguishable(a, b, metric, rel_tol)
 
 
 # --- noise: intervals, "within noise" and ties -------------------------------------------------------
@@ -125,10 +171,13 @@ def wilson_ci95(p: float, n: int) -> tuple[float, float]:
 
 
 def interval(metrics: dict[str, float], name: str) -> tuple[float, float, str] | None:
-    """(low, high, how) of a quality metric: the 95 % t-interval over seeds when several were trained,
-    else the Wilson interval of the one model's accuracy on its n rows, else None."""
+    """(low, high, how) of a quality metric: the pooled interval from the per-row predictions (rows and seeds)
+    when it was computed, else the 95 % t-interval over seeds, else the Wilson interval on its n rows, else None."""
     if name not in metrics:
         return None
+    low, high = metrics.get(name + "_ci_low"), metrics.get(name + "_ci_high")
+    if low is not None and high is not None:  # from the per-row predictions: rows and seeds (orchestrator/stats.py)
+        return low, high, "two-level bootstrap over rows and seeds"
     value, ci = metrics[name], metrics.get(M.ci95_name(name))
     if ci is not None and M.seed_name(name, 1) in metrics:
         return value - ci, value + ci, "t95 over seeds"
@@ -145,6 +194,15 @@ def within_noise(student: dict[str, float], teacher: dict[str, float], name: str
     if a is None or b is None:
         return None
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def versus_teacher(student: dict[str, float], teacher: dict[str, float], split: str = "val") -> str:
+    """'~teacher' when the paired 95 % interval of (student - teacher) contains 0, else 'worse' or 'better';
+    without a paired interval, the unpaired overlap of the two intervals (labelled so), or '?'."""
+    low, high = student.get(f"delta_{split}_accuracy_points_ci_low"), student.get(f"delta_{split}_accuracy_points_ci_high")
+    if low is not None and high is not None:
+        return "~teacher" if low <= 0.0 <= high else ("worse" if high < 0 else "better")
+    return {True: "~teacher (unpaired)", False: "", None: "?"}[within_noise(student, teacher, f"{split}_accuracy")]
 
 
 def latency_noise(metrics: dict[str, float], key: str, rel_tol: float) -> float:

@@ -226,6 +226,9 @@ def error_bar(point: PlotPoint | dict, metric: str) -> tuple[float, float] | Non
     """(below, above) the value: the 95 % half-width, cut at the metric's range (an accuracy of 0.98 ± 0.19
     is drawn up to 1.0, not past it: the t-interval of 2 seeds is symmetric, accuracy is not unbounded)."""
     values = point.metrics if isinstance(point, PlotPoint) else point
+    low, high = values.get(metric + "_ci_low"), values.get(metric + "_ci_high")
+    if _finite(low) and _finite(high) and _finite(values.get(metric)):  # pooled: rows and seeds (orchestrator/stats.py)
+        return max(0.0, float(values[metric]) - float(low)), max(0.0, float(high) - float(values[metric]))
     if not _finite(values.get(metric + CI_SUFFIX)):
         return None
     ci, value = float(values[metric + CI_SUFFIX]), float(values[metric])

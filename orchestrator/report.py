@@ -34,6 +34,7 @@ class FrontReport:
     oneoff_tags: dict[str, str] = field(default_factory=dict)
     method_tags: dict[str, str] = field(default_factory=dict)
     seeds: int = 1
+    constraints: list = field(default_factory=list)  # spec.Constraint: the caption says which rule each one used
 
 
 def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTrial] | None = None) -> FrontReport:
@@ -46,21 +47,43 @@ def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTri
     return FrontReport(front=[t for t in front if t.number in kept], notes=notes,
                        baselines={int(k): v for k, v in record.baselines_by_threads.items()},
                        oneoff=record.oneoff_metrics, oneoff_tags=record.oneoff_tags,
-                       method_tags=record.measure_method_tags, seeds=spec.training.seeds)
+                       method_tags=record.measure_method_tags, seeds=spec.training.seeds,
+                       constraints=list(spec.constraints))
 
 
 def _acc(metrics: dict[str, float], name: str, seeds: int) -> str:
     value, ci = metrics.get(name), metrics.get(M.ci95_name(name))
     if value is None:
         return "-"
+    low, high = metrics.get(name + "_ci_low"), metrics.get(name + "_ci_high")
+    if low is not None and high is not None:  # pooled: rows and seeds
+        return f"{value:.3f} [{low:.3f},{high:.3f}]"
     return f"{value:.3f}±{ci:.3f}" if seeds > 1 and ci is not None else f"{value:.4f}"
+
+
+def _delta(metrics: dict[str, float], deltas: dict[str, float]) -> str:
+    """Δ val accuracy in points, with its paired 95 % interval when the rows were paired."""
+    point = deltas.get(f"delta_{M.VAL_ACCURACY}_points")
+    low, high = metrics.get(M.DELTA_VAL_ACCURACY_CI_LOW), metrics.get(M.DELTA_VAL_ACCURACY_CI_HIGH)
+    if point is None:
+        return "-"
+    return f"{point:+.1f} [{low:+.1f},{high:+.1f}]" if low is not None and high is not None else f"{point:+.1f}"
 
 
 RUNTIME_SHORT = {"torch": "torch", "onnxruntime": "ort"}  # ort = ONNX Runtime (the caption says so)
 
 
 def _noise(student: dict[str, float], teacher: dict[str, float]) -> str:
-    return {True: "~teacher", False: "", None: "?"}[pareto.within_noise(student, teacher)]
+    return pareto.versus_teacher(student, teacher)
+
+
+def constraint_rule(c) -> str:
+    """Which rule a constraint was judged by, in words."""
+    if c.confidence is not None:
+        return (f"{c.metric} max_drop {c.max_drop:g}: holds when the lower end of the paired {c.confidence:.0%} "
+                f"interval of Δ is >= {-100 * c.max_drop:+.1f} points")
+    bound = next(k for k in ("max_drop", "max_ratio", "max", "min") if getattr(c, k) is not None)
+    return f"{c.metric} {bound} {getattr(c, bound):g}: on the point estimate"
 
 
 def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
@@ -71,13 +94,20 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
     if report is None:
         return lines[0]
     if report.seeds > 1:
-        lines.append(f"students: accuracy = mean ± half-width of the 95 % t-interval over {report.seeds} seeds; latency, "
-                     "memory and energy measured once, on the median-val seed's model")
+        lines.append(f"students: accuracy = mean over {report.seeds} seeds, each seed's model scored in its deployed "
+                     "runtime; latency, memory and energy measured once, on the median-val seed's model (the one exported)")
+    lines.append("acc [low,high] = 95 % interval counting seed AND row noise: two-level bootstrap (2,000 replicates: "
+                 "validation rows resampled, then seeds), at least the Wilson interval on the rows; Δval [low,high] = "
+                 "paired 95 % interval of student - teacher on the shared rows (paired bootstrap: one row resample for "
+                 "both, seeds resampled); noise = '~teacher' when that interval contains 0, else 'worse' / 'better' "
+                 "('(unpaired)': no per-row predictions, the two intervals overlap)")
     teacher_iv = pareto.interval(baseline, M.VAL_ACCURACY)
     if teacher_iv is not None:
-        lines.append(f"noise = '~teacher' (within noise) when the student's val acc interval overlaps the teacher's "
-                     f"({teacher_iv[2]}: {teacher_iv[0]:.4f}-{teacher_iv[1]:.4f}, one teacher training); a one-seed "
-                     "student's interval is the Wilson 95 % interval on its validation rows")
+        lines.append(f"teacher: one training, val acc {teacher_iv[2]}: {teacher_iv[0]:.4f}-{teacher_iv[1]:.4f}")
+    if report.constraints:
+        lines.append("constraints: " + "; ".join(constraint_rule(c) for c in report.constraints))
+    lines.append(f"sweep export picks: trials within the measured noise of the best ({pareto.NOISE_RULE}) are tied; "
+                 "the most accurate of them wins, then fewer params (most_accurate: fewer params among the tied)")
     lines.extend(f"{note} (latency within p90-p50 spread or measure.rel_tol, accuracies within each other's interval; "
                  "fewer params, then lower trial number wins)" for note in report.notes)
     if len(report.baselines) > 1:
@@ -108,8 +138,8 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
                 "test acc*", "ms", "speedup", "MiB", "train kWh", "kWh/1k", "ok"):
         table.add_column(col, justify="right")
     if baseline:
-        table.add_row("teacher", "0", "-", "-", "fp32", "torch", "full", _fmt(baseline.get(M.VAL_ACCURACY)), "0.0", "",
-                      _fmt(baseline.get(M.TEST_ACCURACY)), _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
+        table.add_row("teacher", "0", "-", "-", "fp32", "torch", "full", _acc(baseline, M.VAL_ACCURACY, 1), "0.0", "",
+                      _acc(baseline, M.TEST_ACCURACY, 1), _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
                       _fmt(baseline.get(M.MEMORY_MODEL), ".1f"), "-",
                       _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"), "", style="dim")
     for row in pareto.rows(front, baseline, report.baselines if report is not None else None):
@@ -118,7 +148,7 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
             str(row.number), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",
             f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), RUNTIME_SHORT.get(p.get("runtime", "torch"), "?"),
             str(p.get("vocabulary", "full")), _acc(m, M.VAL_ACCURACY, seeds),
-            _fmt(d.get(f"delta_{M.VAL_ACCURACY}_points"), "+.1f"), _noise(m, baseline), _acc(m, M.TEST_ACCURACY, seeds),
+            _delta(m, d), _noise(m, baseline), _acc(m, M.TEST_ACCURACY, seeds),
             _fmt(m.get(M.LATENCY_P50_BS1), ".2f"),
             _fmt(d.get(M.SPEEDUP_BS1), ".2f") + ("x" if d.get(M.SPEEDUP_BS1) else ""), _fmt(m.get(M.MEMORY_MODEL), ".1f"),
             _fmt(m.get(M.ENERGY_TRAIN), ".2e"),

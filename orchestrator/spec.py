@@ -38,6 +38,9 @@ PICK_RULES = {
 }
 
 
+CONFIDENCE = 0.95  # the paired interval a constraint's `confidence` reads (orchestrator/stats.py)
+
+
 class SpecError(ValueError):
     """A sweep file that cannot run; the message says where and what was expected."""
 
@@ -147,18 +150,28 @@ class Constraint(OnMetric):
     max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
     max: float | None = None
     min: float | None = None
+    confidence: float | None = Field(None, description="accuracy max_drop only: hold when the lower end of the paired "
+                                     "95 % interval of (trial - teacher) is >= -max_drop (default: the point estimate)")
 
     @model_validator(mode="after")
     def _one_bound(self) -> "Constraint":
         given = [k for k in ("max_drop", "max_ratio", "max", "min") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of max_drop, max_ratio, max, min (got {given or 'none'})")
+        if self.confidence is not None:
+            if self.key != metrics.VAL_ACCURACY or self.max_drop is None:
+                raise ValueError(f"confidence: {self.confidence} needs metric accuracy with max_drop (the paired "
+                                 f"interval is measured for validation accuracy vs the teacher); got metric "
+                                 f"{self.metric!r} with {given[0]}")
+            if self.confidence != CONFIDENCE:
+                raise ValueError(f"confidence: {self.confidence} is not measured; expected {CONFIDENCE} (the paired "
+                                 "95 % interval of the difference with the teacher)")
         return self
 
     @property
     def label(self) -> str:
         kind = next(k for k in ("max_drop", "max_ratio", "max", "min") if getattr(self, k) is not None)
-        return f"{self.metric}_{kind}"
+        return f"{self.metric}_{kind}" + (f"_c{round(100 * self.confidence)}" if self.confidence is not None else "")
 
 
 class Sampler(Strict):

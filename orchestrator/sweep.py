@@ -30,7 +30,9 @@ from orchestrator.report import FrontReport, front_report, write_plots
 from orchestrator.spec import SpecError, SweepSpec, check_precisions
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
 from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
+from orchestrator.stats import decision_metrics
 from trainers import metrics as M
+from trainers.measure.predictions import load as load_predictions
 
 # Sections that define what a study measures: changing them under an existing study would mix
 # incomparable trials on one Pareto front.
@@ -168,14 +170,20 @@ def record_baseline(ctx: Context, log: Log) -> None:
     if prep.baseline_val_per_class_f1:
         ctx.tracker.log_dict(run_id, prep.baseline_val_per_class_f1, "val_per_class_f1.json")
     ctx.tracker.log_dict(run_id, prep.teacher_meta, "teacher_meta.json")
+    baseline = dict(prep.baseline_metrics)
+    if prep.baseline_predictions and Path(prep.baseline_predictions).is_file():
+        ctx.tracker.log_artifacts(run_id, Path(prep.baseline_predictions))
+        own = decision_metrics(load_predictions(prep.baseline_predictions))  # its accuracy interval
+        ctx.tracker.log(run_id, metrics=own)
+        baseline.update(own)
     ctx.tracker.end(run_id, FINISHED)
-    set_study(study, baseline_metrics=prep.baseline_metrics, baseline_run_id=run_id,
+    set_study(study, baseline_metrics=baseline, baseline_run_id=run_id, baseline_predictions=prep.baseline_predictions or None,
               measure_method_tags=method_tags(prep.baseline_tags))
-    ctx.baseline = dict(prep.baseline_metrics)
+    ctx.baseline = baseline
     threads = measured_threads(prep.baseline_tags)
     if threads is not None:
-        remember_baseline(ctx, threads, prep.baseline_metrics, run_id)
-    b = prep.baseline_metrics
+        remember_baseline(ctx, threads, baseline, run_id)
+    b = baseline
     log(f"baseline (teacher): val accuracy {b.get(M.VAL_ACCURACY, math.nan):.4f}, "
         f"test accuracy {b.get(M.TEST_ACCURACY, math.nan):.4f} (reported), "
         f"latency {b.get(M.LATENCY_P50_BS1, math.nan):.2f} ms (batch 1)")

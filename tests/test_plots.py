@@ -138,4 +138,8 @@ def test_error_bars_stop_at_the_range_of_the_metric():
     assert error_bar(PlotPoint(1, {}, {vocab.VAL_ACCURACY: 0.5}), vocab.VAL_ACCURACY) is None  # one seed: no bar
     drawn = plotly_error([error_bar(near_one, vocab.VAL_ACCURACY), None])
     assert drawn["array"] == pytest.approx([0.02, 0]) and drawn["arrayminus"] == pytest.approx([0.19, 0])
+    # the pooled interval (rows and seeds, from the per-row predictions) is drawn when the point has one
+    pooled = PlotPoint(2, {}, {vocab.VAL_ACCURACY: 0.9, vocab.VAL_ACCURACY_CI_LOW: 0.85, vocab.VAL_ACCURACY_CI_HIGH: 0.93,
+                               vocab.VAL_ACCURACY + "_ci95": 0.4})
+    assert error_bar(pooled, vocab.VAL_ACCURACY) == pytest.approx((0.05, 0.03))
     assert drawn["visible"] and not drawn["symmetric"]

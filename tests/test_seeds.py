@@ -73,3 +73,39 @@ def test_two_seeds_log_mean_std_interval_and_each_seed_and_share_each_training(t
     again = run_trial(_config(tmp_path, teacher_dir, "t1", seed=1), log=lambda _: None)
     assert again.reused_training_of == "t0"
     assert again.metrics[M.VAL_ACCURACY] == pytest.approx(m["val_accuracy_seed1"], abs=1e-6)
+
+
+def test_an_onnx_runtime_point_scores_every_seed_in_onnx_runtime_and_its_onnx_reproduces_the_logged_accuracy(
+        tmp_path, teacher_dir):
+    """Every seed in ONNX Runtime at int8 (not torch's int8 kernel); the saved model.int8.onnx, re-run on the
+    validation split, gives the kept seed's logged val accuracy exactly, and its per-row predictions."""
+    import numpy as np
+
+    from trainers.deploy.session import OrtClassifier
+    from trainers.measure import predictions as P
+    from trainers.measure.accuracy import predict
+    from trainers.pruning import load_pruned
+    from trainers.train import batches
+    from trainers.trial import load_and_encode, run_trial
+
+    cfg = _config(tmp_path, teacher_dir, "ort", seeds=2).model_copy(
+        update={"runtime": "onnxruntime", "precision": "int8", "export_onnx": True})
+    result = run_trial(cfg, log=lambda _: None)
+    kept = int(result.tags["seed_kept_index"])
+    rows = P.load(result.predictions)
+    assert rows.seeds == [0, 1] and rows.kept == kept and rows.splits["val"].correct.shape[0] == 2
+    for i in (0, 1):  # each seed's logged accuracy is its rows' accuracy
+        assert result.metrics[M.seed_name(M.VAL_ACCURACY, i)] == rows.splits["val"].accuracies()[i]
+    model_dir = Path(result.model_dir)
+    _, tokenizer = load_pruned(model_dir)
+    _, encoded = load_and_encode(cfg.data, cfg.data_base_dir, tokenizer, max_seq_len=cfg.training.max_seq_len,
+                                 cache_dir=cfg.cache_dir)
+    session = OrtClassifier(model_dir / "model.int8.onnx", None)
+    # in the split's order, in batches of eval_batch_size (dynamic int8 quantises activations per batch)
+    gold, logits = predict(session, batches(encoded["validation"], cfg.training.eval_batch_size, shuffle=False),
+                           num_labels=len(LABELS), device="cpu")
+    accuracy = float((logits.argmax(-1) == gold).double().mean())
+    assert accuracy == result.metrics[M.seed_name(M.VAL_ACCURACY, kept)]  # exactly, from the file alone
+    np.testing.assert_array_equal(logits.argmax(-1).numpy(), rows.splits["val"].pred[kept])
+    # the other seed was scored in ONNX Runtime too: its rows are ONNX Runtime int8 logits, not torch's
+    assert "deployed runtime" in result.tags["seeds_scope"]

@@ -226,3 +226,68 @@ def test_sweep_measure_on_an_export_reproduces_its_accuracy_exactly(launched):
     assert measured["params_total"] == doc["metrics"]["params_total"]
     assert measured["latency_ms_p50_bs1"] > 0 and measured["memory_model_mb"] > 0
     assert "fresh process" in json.loads((work / "m.json").read_text())["tags"]["measure_process"]
+
+
+def test_per_row_predictions_are_logged_and_every_interval_is_recomputed_from_them(launched, tmp_path):
+    import numpy as np
+
+    from orchestrator import stats
+    from trainers.measure import predictions as P
+
+    work, _, _ = launched
+    client, runs = _runs(work / "mlruns", "tiny")
+    teacher_run = next(r for r in runs if r.data.tags["sweep.role"] == "baseline")
+    teacher = P.load(client.download_artifacts(teacher_run.info.run_id, P.PREDICTIONS_FILE, str(tmp_path)))
+    assert teacher.splits["val"].correct.mean() == teacher_run.data.metrics["val_accuracy"]
+    for run in [r for r in runs if r.data.tags["sweep.role"] == "trial"]:
+        dst = tmp_path / run.info.run_id
+        dst.mkdir()
+        rows = P.load(client.download_artifacts(run.info.run_id, P.PREDICTIONS_FILE, str(dst)))
+        m = run.data.metrics
+        for prefix in ("val", "test"):  # the logged accuracy is the mean of the logged rows, exactly
+            assert rows.splits[prefix].correct.mean() == m[f"{prefix}_accuracy"]
+            np.testing.assert_array_equal(rows.splits[prefix].pred[0], rows.splits[prefix].logits[0].argmax(-1))
+        # the pooled interval, and the paired one against the teacher, recomputed from the artifacts
+        _, low, high = stats.accuracy_interval(rows.splits["val"].correct)
+        assert (m["val_accuracy_ci_low"], m["val_accuracy_ci_high"]) == (low, high) and high - low > 0
+        paired = stats.paired_delta(rows.splits["val"], teacher.splits["val"])
+        assert m["delta_val_accuracy_points_ci_low"] == pytest.approx(100 * paired.low)
+        assert m["delta_val_accuracy_points_ci_high"] == pytest.approx(100 * paired.high)
+    table = sweep_cli("pareto", "tiny", cwd=work).stdout
+    assert "two-level bootstrap" in table and "paired 95 % interval of student - teacher" in table
+    assert "±0.000" not in table and "sweep export picks: trials within the measured noise" in table
+    compared = sweep_cli("compare", "tiny", "0", "teacher", cwd=work).stdout
+    assert "trial 0 (A) vs teacher (B)" in compared and "validation (decides)" in compared and "McNemar" in compared
+    assert "test (reported only)" in sweep_cli("compare", "tiny", "0", "1", cwd=work).stdout
+    refused = sweep_cli("compare", "tiny", "0", "99", cwd=work, check=False)
+    assert refused.returncode == 2 and "no completed trial 99" in refused.stdout
+
+
+CLEAN_TOKENIZER = "from transformers import AutoTokenizer; import sys; " \
+                  "print(AutoTokenizer.from_pretrained(sys.argv[1])('a short text')['input_ids'])"
+
+
+def test_the_export_reports_the_shipped_models_own_accuracy_and_a_plain_tokenizer(launched, tmp_path):
+    import subprocess
+    import sys
+
+    from trainers.measure import predictions as P
+
+    work, _, _ = launched
+    out = work / "exported-numbers"
+    sweep_cli("export", "tiny", "--pick", "fastest", "--out", str(out), cwd=work)
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    assert "within" in doc["pick_reason"] or "no other trial" in doc["pick_reason"]
+    config, shipped = doc["accuracy"]["configuration"], doc["accuracy"]["exported_model"]
+    assert config["val"] == doc["metrics"]["val_accuracy"] and len(config["val_interval_95"]) == 2
+    rows = P.load(out / shipped["predictions"])
+    kept = rows.splits["val"].correct[rows.kept]
+    assert shipped["val"] == kept.mean() and shipped["val_rows"] == f"{kept.sum()}/{kept.size}"
+    assert "test_reported" in shipped and "seed" in shipped
+    card = (out / "README.md").read_text()
+    assert "## Accuracy" in card and "this exported model" in card and 'from_pretrained("tokenizer")' in card
+    # plain transformers, outside this project, stdin closed: no "run the custom code?" prompt, no waiting
+    proc = subprocess.run([sys.executable, "-I", "-c", CLEAN_TOKENIZER, str(out / "tokenizer")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0 and "custom code" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith("[101")

@@ -60,6 +60,7 @@ def prepare(job_path: Path):
         result.trimmed_teacher_dir, result.trimmed_teacher_logits = str(trimmed.model_dir), str(trimmed.logits_path)
         result.vocabulary_metrics = dict(trimmed.meta.get("vocabulary", {}).get("metrics", {}))
     if job.measure_baseline:
+        from trainers.measure.predictions import PREDICTIONS_FILE
         from trainers.measuring import measure_in_fresh_process
 
         baseline = ProgressReporter(job.output_dir, BASELINE)
@@ -67,12 +68,14 @@ def prepare(job_path: Path):
         measured = measure_in_fresh_process(teacher.model_dir, job.data, job.data_base_dir, job.measure,
                                  max_seq_len=job.training.max_seq_len, cache_dir=job.cache_dir / "data",
                                  batch_size=job.training.eval_batch_size, precision="fp32",
-                                 log_path=job.output_dir / "measure.log")
+                                 log_path=job.output_dir / "measure.log",
+                                 predictions_out=job.output_dir / PREDICTIONS_FILE)
         baseline.end(1, 1)
         result.baseline_metrics = dict(measured.metrics)
         result.baseline_tags = {**measured.tags, "precision_measured": "fp32"}
         result.baseline_per_class_f1 = measured.per_class_f1
         result.baseline_val_per_class_f1 = measured.val_per_class_f1
+        result.baseline_predictions = str(job.output_dir / PREDICTIONS_FILE)
     return result
 
 
@@ -83,7 +86,7 @@ def measure(job_path: Path):
     job = MeasureJob.model_validate_json(job_path.read_text())
     return measure_saved_folder(job.model_dir, job.data, job.data_base_dir, job.measure, max_seq_len=job.max_seq_len,
                                 cache_dir=job.cache_dir, batch_size=job.batch_size, precision=job.precision,
-                                runtime=job.runtime)
+                                runtime=job.runtime, predictions_out=job.predictions_out)
 
 
 def trial(job_path: Path):

@@ -54,6 +54,7 @@ class PrepareResult(BaseModel):
     baseline_tags: dict[str, str] = {}
     baseline_per_class_f1: dict[str, float] = {}
     baseline_val_per_class_f1: dict[str, float] = {}
+    baseline_predictions: str = Field("", description="the teacher's per-row predictions (predictions.npz)")
     oneoff_metrics: dict[str, float] = Field(default_factory=dict, description="the teacher's fine-tune and logits "
                                              "(oneoff_* names): the sweep's one-off costs, charged to no row")
     oneoff_tags: dict[str, str] = {}
@@ -73,6 +74,7 @@ class MeasureJob(BaseModel):
     batch_size: int = 64
     precision: str | None = None
     runtime: str | None = None
+    predictions_out: Path | None = Field(None, description="where to write the per-row predictions (predictions.npz)")
 
 
 class MeasureResult(BaseModel):
@@ -95,6 +97,7 @@ class TrialResult(BaseModel):
     val_per_class_f1: dict[str, float] = {}
     pruning: dict[str, Any] = {}
     model_dir: str | None = None
+    predictions: str | None = Field(None, description="per-row predictions of every seed (predictions.npz)")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase of the worker")
     pruned: bool = Field(False, description="training was stopped early on request: partial cost, nothing measured")
     training_key: str | None = Field(None, description="the shared training this student is (train once, measure many)")

@@ -46,22 +46,48 @@ def measure_in_memory(model, test_split, measure_cfg: MeasureConfig, *, precisio
 
 
 def score_in_memory(model, encoded: dict, *, precision: str, num_labels: int, batch_size: int,
-                    device: str = "cpu") -> dict[str, float]:
-    """Quality only (val_* and test_*), at the deployed `precision`, on a copy when deploying changes the model
-    (int8 quantises in place): the cheap per-seed measurement; latency, memory and energy are measured once."""
-    from trainers.measure.accuracy import evaluate
+                    device: str = "cpu", runtime: str = "torch", threads: int | None = None):
+    """Quality only (val_* and test_*) and the per-row predictions behind it, in the deployed `runtime` at the
+    deployed `precision`: the cheap per-seed measurement (latency, memory and energy are measured once).
 
-    if precision == "int8":
-        device = "cpu"
-    deployed = for_inference(copy.deepcopy(model) if precision == "int8" else model, precision).to(device)
+    torch: a copy when deploying changes the model (int8 quantises in place). onnxruntime: the model exported to
+    ONNX in a scratch folder (and quantised by ONNX Runtime for int8), exactly as a saved student's graph is,
+    and scored by an ONNX Runtime session with `threads` intra-op threads.
+    """
+    import tempfile
+
+    from trainers.measure.accuracy import evaluate_rows
+    from trainers.measure.predictions import rows_of
+
     out: dict[str, float] = {}
-    for split, (acc, f1) in (("validation", (M.VAL_ACCURACY, M.VAL_MACRO_F1)), ("test", (M.TEST_ACCURACY, M.TEST_MACRO_F1))):
-        if not _rows(encoded.get(split)):
-            continue
-        scores = evaluate(deployed, list(batches(encoded[split], batch_size, shuffle=False)), num_labels=num_labels,
-                          device=device, autocast=autocast(precision, device))
-        out[acc], out[f1] = scores["accuracy"], scores["macro_f1"]
-    return out
+    per_row = {}
+    with tempfile.TemporaryDirectory(prefix="score-") as tmp:
+        if runtime == "onnxruntime":
+            from trainers.deploy.onnx_export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, quantise_onnx_int8
+            from trainers.deploy.session import OrtClassifier
+
+            float_model = copy.deepcopy(model).float().to("cpu").eval()
+            path = export_onnx(float_model, Path(tmp) / ONNX_FILE)
+            if precision == "int8":
+                path = quantise_onnx_int8(path, Path(tmp) / ONNX_INT8_FILE)
+            deployed, device, context = OrtClassifier(path, float_model.config, threads=threads), "cpu", None
+        else:
+            if precision == "int8":
+                device = "cpu"
+            deployed = for_inference(copy.deepcopy(model) if precision == "int8" else model, precision).to(device)
+            context = autocast(precision, device)
+        for split, (acc, f1) in (("validation", (M.VAL_ACCURACY, M.VAL_MACRO_F1)), ("test", (M.TEST_ACCURACY, M.TEST_MACRO_F1))):
+            if not _rows(encoded.get(split)):
+                continue
+            kwargs = {"autocast": context} if context is not None else {}
+            scores, (gold, logits) = evaluate_rows(deployed, list(batches(encoded[split], batch_size, shuffle=False)),
+                                                   num_labels=num_labels, device=device, **kwargs)
+            out[acc], out[f1] = scores["accuracy"], scores["macro_f1"]
+            per_row[SPLIT_PREFIX[split]] = rows_of(gold, logits)
+    return out, per_row
+
+
+SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
 def _rows(split) -> int:
@@ -74,9 +100,11 @@ def label_scores(per_class: dict, label_names: list[str]) -> dict[str, float]:
 
 def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
                          max_seq_len: int, cache_dir: Path, batch_size: int = 64,
-                         precision: str | None = None, runtime: str | None = None) -> MeasureResult:
+                         precision: str | None = None, runtime: str | None = None,
+                         predictions_out: Path | None = None) -> MeasureResult:
     """Load a saved model folder (a teacher, a student, an export) in this process and measure it, served by
-    `runtime` (default: what its compression.json says, else torch) at `precision` (likewise, else fp32)."""
+    `runtime` (default: what its compression.json says, else torch) at `precision` (likewise, else fp32);
+    with `predictions_out`, its per-row predictions go there (trainers.measure.predictions)."""
     model, tokenizer = load_pruned(model_dir)
     compression = Path(model_dir) / COMPRESSION_FILE
     saved = json.loads(compression.read_text()) if compression.exists() else {}
@@ -92,6 +120,10 @@ def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, m
         measured = _measure_onnxruntime(model, Path(model_dir), encoded, measure_cfg, precision=precision,
                                         num_labels=loaded.num_labels, batch_size=batch_size)
     measured.tags["runtime"] = runtime
+    if predictions_out is not None:
+        from trainers.measure.predictions import Predictions, rows_of, save
+
+        save(predictions_out, Predictions({k: rows_of(*v) for k, v in measured.rows.items()}))
     return MeasureResult(precision=precision, metrics=measured.metrics, tags=measured.tags,
                          per_class_f1=label_scores(measured.per_class_f1, loaded.label_names),
                          val_per_class_f1=label_scores(measured.val_per_class_f1, loaded.label_names))
@@ -129,12 +161,13 @@ def _measure_onnxruntime(torch_model, model_dir: Path, encoded: dict, measure_cf
 
 def measure_in_fresh_process(model_dir: Path, data_cfg, data_base_dir: Path, measure_cfg: MeasureConfig, *,
                              max_seq_len: int, cache_dir: Path, batch_size: int, precision: str | None = None,
-                             runtime: str | None = None, log_path: Path | None = None) -> MeasureResult:
+                             runtime: str | None = None, log_path: Path | None = None,
+                             predictions_out: Path | None = None) -> MeasureResult:
     """`measure_saved_folder` in a new process: the trained-in process holds training's memory, so its peak RSS
     would charge a student for its own training; a fresh process sees only what deployment would."""
     job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
                      max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision,
-                     runtime=runtime)
+                     runtime=runtime, predictions_out=predictions_out)
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json())

@@ -75,6 +75,15 @@ TEST_VOCAB_UNK_RATE = "test_vocab_unk_rate"
 
 # --- compared with the teacher (computed by the orchestrator from the baseline) ----------------
 DELTA_VAL_ACCURACY = "delta_val_accuracy_points"
+# Intervals computed by the orchestrator from the per-row predictions (orchestrator/stats.py):
+VAL_ACCURACY_CI_LOW = "val_accuracy_ci_low"  # pooled 95 % interval of the accuracy: rows and seeds (fractions)
+VAL_ACCURACY_CI_HIGH = "val_accuracy_ci_high"
+TEST_ACCURACY_CI_LOW = "test_accuracy_ci_low"
+TEST_ACCURACY_CI_HIGH = "test_accuracy_ci_high"
+DELTA_VAL_ACCURACY_CI_LOW = "delta_val_accuracy_points_ci_low"  # paired 95 % interval of student - teacher (points)
+DELTA_VAL_ACCURACY_CI_HIGH = "delta_val_accuracy_points_ci_high"
+DELTA_TEST_ACCURACY_CI_LOW = "delta_test_accuracy_points_ci_low"
+DELTA_TEST_ACCURACY_CI_HIGH = "delta_test_accuracy_points_ci_high"
 SPEEDUP_BS1 = "speedup_p50_bs1"
 
 # Seeds: a metric measured once per training seed is logged as its mean under the plain name, plus
@@ -151,6 +160,17 @@ METRICS: dict[str, MetricInfo] = {
                    "test tokens that became unknown by trimming (share of the untrimmed tokens; reported only)", "minimize"),
         MetricInfo(DELTA_VAL_ACCURACY, "points", "validation accuracy minus the teacher's, x100", "maximize"),
         MetricInfo(SPEEDUP_BS1, "x", "teacher p50 latency at batch 1 / this model's", "maximize"),
+        MetricInfo(VAL_ACCURACY_CI_LOW, "fraction 0-1", "lower end of the 95 % interval of val accuracy (rows and "
+                   "seeds, two-level bootstrap)", "maximize"),
+        MetricInfo(VAL_ACCURACY_CI_HIGH, "fraction 0-1", "upper end of the 95 % interval of val accuracy", "maximize"),
+        MetricInfo(TEST_ACCURACY_CI_LOW, "fraction 0-1", "lower end of the 95 % interval of test accuracy (reported only)",
+                   "maximize"),
+        MetricInfo(TEST_ACCURACY_CI_HIGH, "fraction 0-1", "upper end of the 95 % interval of test accuracy (reported only)",
+                   "maximize"),
+        MetricInfo(DELTA_VAL_ACCURACY_CI_LOW, "points", "lower end of the paired 95 % interval of val accuracy minus the "
+                   "teacher's (shared rows)", "maximize"),
+        MetricInfo(DELTA_VAL_ACCURACY_CI_HIGH, "points", "upper end of the paired 95 % interval of val accuracy minus "
+                   "the teacher's", "maximize"),
     )
 }
 

@@ -20,6 +20,7 @@ from trainers.deploy.student import save_student
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureResult, TrialResult
 from trainers import metrics as M
+from trainers.measure import predictions as P
 from trainers.measuring import COMPRESSION_FILE, label_scores, measure_in_fresh_process, measure_in_memory, score_in_memory
 from trainers.precision import cpu_numerics, resolve_device, train_precision, unsupported_reason
 from trainers.pruning import load_pruned
@@ -46,7 +47,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
 
     t1 = time.perf_counter()
     seeds = [cfg.training.seed + i for i in range(cfg.training.seeds)]
-    trainings, per_seed = [], []
+    trainings, per_seed, per_seed_rows = [], [], []
     for i, seed in enumerate(seeds):
         seed_cfg = cfg if i == 0 else cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})
         if i > 0:
@@ -57,9 +58,12 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         trainings.append(trained)
         if trained.stopped_early:
             break
-        if len(seeds) > 1:  # quality of every seed's model, in memory; the rest is measured once, on the kept one
-            per_seed.append(score_in_memory(trained.student, encoded, precision=cfg.precision, num_labels=loaded.num_labels,
-                                            batch_size=cfg.training.eval_batch_size, device=device))
+        if len(seeds) > 1:  # quality of every seed's model, in its deployed runtime; the rest is measured once, on the kept one
+            scores, rows = score_in_memory(trained.student, encoded, precision=cfg.precision, num_labels=loaded.num_labels,
+                                           batch_size=cfg.training.eval_batch_size, device=device, runtime=cfg.runtime,
+                                           threads=cfg.measure.resolved_threads())
+            per_seed.append(scores)
+            per_seed_rows.append(rows)
     timings["train_s"] = time.perf_counter() - t1
     kept = _kept_seed(per_seed) if len(per_seed) == len(seeds) > 1 else 0
     trained = trainings[kept] if not trainings[-1].stopped_early else trainings[-1]
@@ -90,13 +94,17 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
 
     t2 = time.perf_counter()
+    kept_file = cfg.output_dir / ("kept-" + P.PREDICTIONS_FILE)
     # Parallel trials on one machine would slow each other's timings; measuring takes turns.
     with FileLock(str(cfg.measure_lock)) if cfg.measure_lock else contextlib.nullcontext():
         timings["measure_wait_s"] = time.perf_counter() - t2
         if model_dir is not None:
             measured = measure_in_fresh_process(model_dir, cfg.data, cfg.data_base_dir, cfg.measure,
                                      max_seq_len=cfg.training.max_seq_len, cache_dir=cfg.cache_dir,
-                                     batch_size=cfg.training.eval_batch_size, log_path=cfg.output_dir / "measure.log")
+                                     batch_size=cfg.training.eval_batch_size, log_path=cfg.output_dir / "measure.log",
+                                     predictions_out=kept_file)
+            kept_rows = P.load(kept_file).splits
+            kept_file.unlink(missing_ok=True)
         else:  # nothing saved to load: measured in this (trained-in) process, and tagged so
             in_process = measure_in_memory(student, encoded["test"], cfg.measure, precision=cfg.precision,
                                            num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
@@ -105,8 +113,15 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
                                      tags={**in_process.tags, "measure_process": "the training process"},
                                      per_class_f1=label_scores(in_process.per_class_f1, loaded.label_names),
                                      val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
+            kept_rows = {k: P.rows_of(*v) for k, v in in_process.rows.items()}
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
 
+    # The kept seed's quality and rows are the saved model's own, as the measuring run scored it (in its runtime).
+    if per_seed:
+        per_seed[kept] = {k: measured.metrics[k] for k in M.SEEDED if k in measured.metrics}
+        per_seed_rows[kept] = kept_rows
+    predictions = P.save(cfg.output_dir / P.PREDICTIONS_FILE,
+                         P.stack(per_seed_rows or [kept_rows], seeds[:max(1, len(per_seed_rows))], kept))
     # Quality: the mean over the seeds under the plain names (+ _std, _ci95, _seed<i>); the rest: the kept seed's model.
     metrics = {**measured.metrics, **training_metrics, **seed_metrics(per_seed)}
     summary = trained.summary
@@ -123,7 +138,8 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     result = TrialResult(
         metrics=metrics, tags=tags,
         params=_params(cfg), per_class_f1=measured.per_class_f1, val_per_class_f1=measured.val_per_class_f1,
-        pruning=summary, model_dir=str(model_dir) if model_dir else None, timings=timings, **shared,
+        pruning=summary, model_dir=str(model_dir) if model_dir else None, predictions=str(predictions), timings=timings,
+        **shared,
     )
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
@@ -145,7 +161,8 @@ def _seed_tags(seeds: list[int], kept: int, per_seed: list[dict[str, float]]) ->
     return {"seeds": ",".join(map(str, seeds)), "seed_kept": str(seeds[kept]), "seed_kept_index": str(kept),
             "seed_kept_reason": why,
             "seeds_scope": (f"val_*/test_* accuracy and macro F1: mean over {len(seeds)} seeds (+ _std, _ci95 = 95 % t-interval "
-                            "half-width, _seed<i>), each seed's model scored in memory at the deployed precision; latency, "
+                            "half-width, _seed<i>), each seed's model scored in its deployed runtime at the deployed "
+                            "precision (the kept seed's: the saved folder, by the measuring process); latency, "
                             "memory, energy, size: the kept seed's model only; training energy and seconds: all seeds summed")}
 
 

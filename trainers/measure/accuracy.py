@@ -11,13 +11,13 @@ from torch import nn
 Batch = Mapping[str, torch.Tensor]
 
 
-def confusion_matrix(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, device: str,
-                     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> torch.Tensor:
-    """Counts[gold, predicted] over all batches, in eval and inference mode (the model's mode is restored)."""
-    counts = torch.zeros(num_labels, num_labels, dtype=torch.long)
+def predict(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, device: str,
+            autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gold labels (n,), logits (n, num_labels) as fp32 on the CPU) over all batches, in order, in eval and
+    inference mode (the model's mode is restored)."""
+    golds, logits_all = [], []
     was_training = model.training
     model.eval()
-    seen = 0
     try:
         with torch.inference_mode():
             for i, batch in enumerate(batches):
@@ -32,14 +32,25 @@ def confusion_matrix(model: nn.Module, batches: Iterable[Batch], *, num_labels: 
                     logits = model(**inputs).logits
                 if logits.shape[-1] != num_labels:
                     raise ValueError(f"model outputs {logits.shape[-1]} logits, expected num_labels={num_labels}")
-                preds = logits.argmax(dim=-1).to("cpu")
-                counts += torch.bincount(labels * num_labels + preds, minlength=num_labels**2).view(num_labels, -1)
-                seen += labels.numel()
+                golds.append(labels)
+                logits_all.append(logits.detach().float().to("cpu"))
     finally:
         model.train(was_training)
-    if seen == 0:
+    if not golds or sum(g.numel() for g in golds) == 0:
         raise ValueError("no test examples: `batches` was empty")
-    return counts
+    return torch.cat(golds), torch.cat(logits_all)
+
+
+def confusion_from(gold: torch.Tensor, logits: torch.Tensor, num_labels: int) -> torch.Tensor:
+    preds = logits.argmax(dim=-1)
+    return torch.bincount(gold * num_labels + preds, minlength=num_labels**2).view(num_labels, -1)
+
+
+def confusion_matrix(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, device: str,
+                     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext) -> torch.Tensor:
+    """Counts[gold, predicted] over all batches, in eval and inference mode (the model's mode is restored)."""
+    gold, logits = predict(model, batches, num_labels=num_labels, device=device, autocast=autocast)
+    return confusion_from(gold, logits, num_labels)
 
 
 def scores_from_confusion(counts: torch.Tensor) -> dict[str, Any]:
@@ -70,5 +81,11 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, dev
     attention_mask (any other model inputs too) and labels. `autocast` is the caller's precision
     context factory, so accuracy is measured in the precision the model is deployed in.
     """
-    return scores_from_confusion(confusion_matrix(model, batches, num_labels=num_labels, device=device,
-                                                  autocast=autocast))
+    return evaluate_rows(model, batches, num_labels=num_labels, device=device, autocast=autocast)[0]
+
+
+def evaluate_rows(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, device: str = "cpu",
+                  autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
+    """`evaluate`'s scores and the per-row (gold, logits) they were computed from (numpy arrays)."""
+    gold, logits = predict(model, batches, num_labels=num_labels, device=device, autocast=autocast)
+    return scores_from_confusion(confusion_from(gold, logits, num_labels)), (gold.numpy(), logits.numpy())

@@ -15,7 +15,7 @@ from typing import Any, Callable, ContextManager, Iterable
 from torch import nn
 
 from trainers import metrics as M
-from trainers.measure.accuracy import Batch, evaluate
+from trainers.measure.accuracy import Batch, evaluate_rows
 from trainers.measure.config import MeasureConfig
 from trainers.measure.emissions import measure_inference_energy
 from trainers.measure.hardware import hardware_context
@@ -51,6 +51,7 @@ class Measurement:
     latency: dict[int, LatencyStats] = field(default_factory=dict)
     memory: MemoryStats | None = None
     model_memory: ModelMemory | None = None
+    rows: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # split prefix -> (gold, logits), numpy, per row
 
 
 def measure_model(
@@ -97,9 +98,12 @@ def measure_model(
         if cfg.batch_size != 1:
             latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
         test_batches = list(test_batches)
-        scores = evaluate(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+        scores, rows = evaluate_rows(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
+        per_row = {"test": rows}
         val_batches = list(val_batches or [])
-        val = evaluate(model, val_batches, num_labels=num_labels, device=device, autocast=autocast) if val_batches else None
+        val = None
+        if val_batches:
+            val, per_row["val"] = evaluate_rows(model, val_batches, num_labels=num_labels, device=device, autocast=autocast)
         model_memory = measure_model_memory(model, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=device,
                                             autocast=autocast, seed=cfg.seed)
         # Energy per 1,000 predictions over repeated passes that outlast CodeCarbon's sampling interval;
@@ -135,4 +139,4 @@ def measure_model(
     tags.update(energy_tags)
     return Measurement(metrics=metrics, tags=tags, per_class_f1=scores["per_class_f1"],
                        val_per_class_f1=val["per_class_f1"] if val is not None else {},
-                       latency=latency, memory=mem, model_memory=model_memory)
+                       latency=latency, memory=mem, model_memory=model_memory, rows=per_row)
