@@ -81,6 +81,9 @@ def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str
         else:
             live_teacher, _ = load_pruned(cfg.teacher_dir)
             log("distillation: no cached teacher logits given; running the teacher forward on every batch")
+    if cfg.training.distill_hidden_weight > 0 and live_teacher is None:
+        live_teacher, _ = load_pruned(cfg.teacher_dir)
+        log(f"hidden-state distillation (weight {cfg.training.distill_hidden_weight:g}): the teacher runs on every batch")
 
     pruner = make_pruner(student, cfg.pruning_ratio, cfg.pruning)
     calib = list(itertools.islice(batches(encoded["train"], cfg.training.batch_size, shuffle=True, seed=cfg.training.seed), 8))

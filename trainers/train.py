@@ -21,7 +21,7 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from trainers.config import TrainingConfig
-from trainers.distill import distillation_loss
+from trainers.distill import distillation_loss, hidden_state_loss
 from trainers.precision import autocast, grad_scaler
 
 Batch = dict[str, torch.Tensor]
@@ -116,7 +116,9 @@ def train(
     """Train `model` in place; returns what happened.
 
     The soft targets come from `teacher_logits` (cached, aligned with the training split's rows) or,
-    when only `teacher` is given, from a live teacher forward on each batch. With `val_split`,
+    when only `teacher` is given, from a live teacher forward on each batch. `cfg.distill_hidden_weight` > 0
+    adds that weight times `hidden_state_loss` (student vs teacher hidden states), which needs `teacher`
+    (hidden states are not cached: a live forward per batch). With `val_split`,
     validation accuracy is measured after every epoch, or every `eval_every_steps` steps and after the
     last; `on_eval`/`on_step` returning True stop training after the current step.
     """
@@ -138,8 +140,11 @@ def train(
     scaler = grad_scaler(precision, device)
     ctx = autocast(precision, device)
     need_teacher = alpha > 0.0
+    hidden_weight = cfg.distill_hidden_weight
     if need_teacher and teacher_logits is None and teacher is None:
         raise ValueError("distill_alpha > 0 needs cached teacher logits or a teacher model")
+    if hidden_weight > 0 and teacher is None:
+        raise ValueError("training.distill_hidden_weight > 0 needs the teacher model (hidden states are not cached)")
     if teacher is not None:
         teacher.to(device).eval()
     extra = {"index": torch.arange(n)}
@@ -160,17 +165,20 @@ def train(
         for batch in batches(train_split, cfg.batch_size, shuffle=True, seed=cfg.seed + epoch, extra=extra):
             index = batch.pop("index")
             batch = _to(batch, device)
-            soft = None
+            soft, taught = None, None
+            if hidden_weight > 0 or (need_teacher and teacher_logits is None):
+                with torch.no_grad(), ctx():
+                    taught = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     output_hidden_states=hidden_weight > 0)
             if need_teacher:
-                if teacher_logits is not None:
-                    soft = teacher_logits[index].to(device)
-                else:
-                    with torch.inference_mode(), ctx():
-                        soft = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                    soft = soft.float().clone()
+                soft = teacher_logits[index].to(device) if teacher_logits is not None else taught.logits.float()
             with ctx():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = distillation_loss(logits, batch["labels"], soft, alpha=alpha, temperature=temperature)
+                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            output_hidden_states=hidden_weight > 0)
+            loss = distillation_loss(out.logits, batch["labels"], soft, alpha=alpha, temperature=temperature)
+            if hidden_weight > 0:
+                loss = loss + hidden_weight * hidden_state_loss(out.hidden_states, taught.hidden_states,
+                                                                batch["attention_mask"])
             if pruner is not None:
                 loss = loss + pruner.penalty()
             optimizer.zero_grad(set_to_none=True)
