@@ -111,11 +111,12 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
             in_process = measure_in_memory(student, encoded["test"], cfg.measure, precision=cfg.precision,
                                            num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
                                            val_split=encoded["validation"])
-            measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics,
+            measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics, timings=in_process.timings,
                                      tags={**in_process.tags, "measure_process": "the training process"},
                                      per_class_f1=label_scores(in_process.per_class_f1, loaded.label_names),
                                      val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
+    timings.update({f"measure_{phase}": s for phase, s in measured.timings.items()})  # where measuring's time went
 
     # Quality: the mean over the seeds under the plain names (+ _std, _ci95, _seed<i>); the rest: the kept seed's model.
     metrics = {**measured.metrics, **training_metrics, **seed_metrics(per_seed)}

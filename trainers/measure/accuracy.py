@@ -23,23 +23,29 @@ def confusion_matrix(model: nn.Module, batches: Iterable[Batch], *, num_labels: 
             for i, batch in enumerate(batches):
                 if "labels" not in batch:
                     raise ValueError(f"batch {i} has no 'labels' (keys: {sorted(batch)})")
-                labels = batch["labels"].to("cpu").long()
-                if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-                    raise ValueError(f"batch {i}: labels must lie in [0, {num_labels}), "
-                                     f"got min {int(labels.min())} max {int(labels.max())}")
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
                 with autocast():
                     logits = model(**inputs).logits
-                if logits.shape[-1] != num_labels:
-                    raise ValueError(f"model outputs {logits.shape[-1]} logits, expected num_labels={num_labels}")
-                preds = logits.argmax(dim=-1).to("cpu")
-                counts += torch.bincount(labels * num_labels + preds, minlength=num_labels**2).view(num_labels, -1)
-                seen += labels.numel()
+                seen += count_predictions(counts, batch["labels"], logits, i)
     finally:
         model.train(was_training)
     if seen == 0:
         raise ValueError("no test examples: `batches` was empty")
     return counts
+
+
+def count_predictions(counts: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, i: int = 0) -> int:
+    """Add one batch's (gold, predicted) pairs to `counts` [num_labels, num_labels]; returns its rows."""
+    num_labels = counts.shape[0]
+    labels = labels.to("cpu").long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+        raise ValueError(f"batch {i}: labels must lie in [0, {num_labels}), "
+                         f"got min {int(labels.min())} max {int(labels.max())}")
+    if logits.shape[-1] != num_labels:
+        raise ValueError(f"model outputs {logits.shape[-1]} logits, expected num_labels={num_labels}")
+    preds = logits.argmax(dim=-1).to("cpu")
+    counts += torch.bincount(labels * num_labels + preds, minlength=num_labels**2).view(num_labels, -1)
+    return int(labels.numel())
 
 
 def scores_from_confusion(counts: torch.Tensor) -> dict[str, Any]:
