@@ -27,7 +27,7 @@ from orchestrator.early_stopping import EarlyStopping
 from orchestrator.preparation import PreparationDisplay, run_preparation
 from orchestrator.record import set_study, storage_of, study_record, trial_record
 from orchestrator.report import FrontReport, front_report, write_plots
-from orchestrator.spec import SpecError, SweepSpec, check_precisions
+from orchestrator.spec import SpecError, SweepSpec, check_precisions, stored_spec  # noqa: F401 (stored_spec: re-exported)
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
 from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
 from trainers import metrics as M
@@ -142,14 +142,6 @@ def spec_from_study(name: str, storage_url: str, root: Path = DEFAULT_ROOT) -> S
     if record.spec is None:
         raise SpecError(f"study {name!r} was not created by `sweep launch` (no spec stored on it)")
     return stored_spec(record, name, check_hardware=True)
-
-
-def stored_spec(record, name: str, *, check_hardware: bool = False) -> SweepSpec:
-    spec = SweepSpec.model_validate(record.spec)
-    spec.source = Path(record.spec_source) if record.spec_source else None
-    if check_hardware:
-        check_precisions(spec, record.spec_source or name)
-    return spec
 
 
 def record_baseline(ctx: Context, log: Log) -> None:

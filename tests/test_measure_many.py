@@ -148,3 +148,16 @@ def test_warm_started_trials_are_forks_and_a_crash_fails_only_its_own_trial(tmp_
         cp.WARM_KINDS.discard("measure")
         cp.close_servers()
     assert not server.alive()
+
+
+def test_read_only_commands_import_neither_torch_nor_mlflow():
+    """`sweep status` / `sweep pareto` read the study and print; torch, transformers, MLflow and plotly stay unloaded
+    until a command needs them (pareto loads MLflow after its table, to log the plots)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, orchestrator.cli, orchestrator.report, orchestrator.study, orchestrator.record, orchestrator.spec; "
+            "print(sorted(m for m in ('torch', 'transformers', 'mlflow', 'plotly', 'onnxruntime') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "[]"
