@@ -249,7 +249,7 @@ def _start(kind: str, job: Path, result: Path, log: Path, out, placement: Placem
     if server is not None:
         try:
             return server.start(argv, log, placement.env())
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             print(f"forkserver: {exc!r}; starting a new interpreter instead", file=sys.stderr)
     cmd = [sys.executable, "-c", _BOOT, str(os.getpid()), *argv]
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=placement.env())
@@ -271,6 +271,13 @@ def _warm_server(placement: Placement) -> ForkServer | None:
             _servers.pop(key, None)
             return None
         return server
+
+
+def prewarm(placements: list[Placement]) -> None:
+    """Start each placement's server now (it imports while the sweep sets up), from the calling thread:
+    the server dies with that thread (PR_SET_PDEATHSIG), so call it from the thread that runs the sweep."""
+    for placement in placements:
+        _warm_server(placement)
 
 
 def close_servers() -> None:

@@ -19,7 +19,7 @@ from typing import Callable
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
-from orchestrator.child_process import Placement
+from orchestrator.child_process import Placement, prewarm
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
 from orchestrator.cleanup import Removal, plan_removal, remove
@@ -176,6 +176,7 @@ def record_baseline(ctx: Context, log: Log) -> None:
 def run_sweep(ctx: Context, placements: list[Placement], *, stop: threading.Event, log: Log,
               progress: Callable[[], None] | None = None) -> None:
     """Run the sweep's trials until done; KeyboardInterrupt (after recording everything) when stopped."""
+    prewarm(placements)  # trials start as forks of a warm server per executor; it imports meanwhile
     ensure_baselines(ctx, placements, log)  # the teacher on the same thread counts as the trials
     run_executors(ctx, placements, stop=stop, log=log, progress=progress)
 

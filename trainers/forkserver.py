@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 
 ENV = "SWEEP_FORKSERVER"  # the socket path, in the environment of every job the server forks
+# What a trial and its measuring process import anyway: imported once here, for every fork. None of
+# it starts a thread or touches CUDA at import; a module that is not installed is skipped.
 PRELOAD = ("torch", "transformers", "trainers.entry", "trainers.config", "trainers.jobs", "trainers.trial",
-           "trainers.measuring")
+           "trainers.measuring", "trainers.measure.measure", "trainers.deploy.parity", "trainers.deploy.inference",
+           "codecarbon", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript", "torch.onnx")
 
 
 def die_with_parent() -> None:
@@ -109,7 +112,10 @@ def serve(path: str) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the orchestrator decides when the server ends
     for name in PRELOAD:
-        __import__(name)
+        try:
+            __import__(name)
+        except ImportError:
+            pass
     import torch
 
     if torch.cuda.is_initialized():  # pragma: no cover - a preload touched CUDA (is_available() itself would)
@@ -205,15 +211,21 @@ class ForkServer:
                                      stdout=subprocess.PIPE, stderr=out)
         if out is not subprocess.DEVNULL:
             out.close()
-        ready = self.proc.stdout.readline()
-        if ready.strip() != b"ready":
-            self.close()
-            raise RuntimeError(f"forkserver did not start (exit code {self.proc.poll()})")
+        self._ready = False  # it imports in the background; the first `start` waits for it
+
+    def wait_ready(self) -> None:
+        if not self._ready:
+            ready = self.proc.stdout.readline()
+            if ready.strip() != b"ready":
+                self.close()
+                raise RuntimeError(f"forkserver did not start (exit code {self.proc.poll()})")
+            self._ready = True
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def start(self, argv: list[str], log: str | Path, env: dict[str, str] | None = None) -> ForkedJob:
+        self.wait_ready()
         return ForkedJob(self.path, argv, log, env)
 
     def close(self) -> None:
