@@ -11,11 +11,14 @@ a killed worker leaves no orphan training in the background.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Callable
 
 import psutil
+
+from trainers.forkserver import ForkServer
 
 HOST = socket.gethostname()
 
@@ -54,20 +59,13 @@ PROCESS_STARTED = psutil.Process().create_time()
 _BOOT = """\
 import time
 started = time.time()
-import ctypes, json, os, runpy, signal, sys
+import json, os, runpy, sys
+from trainers.forkserver import die_with_parent, take_cores
 parent = int(sys.argv.pop(1))
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
+die_with_parent()  # PR_SET_PDEATHSIG
 if os.getppid() != parent:
     sys.exit(75)  # the parent died before the signal was armed
-cores = os.environ.pop("SWEEP_CPU_AFFINITY", "")
-if cores and hasattr(os, "sched_setaffinity"):
-    try:
-        os.sched_setaffinity(0, [int(c) for c in cores.split(",")])
-    except OSError:
-        pass
+take_cores()
 if sys.argv[1] == "trial":
     import trainers.config, trainers.jobs, trainers.trial
 try:
@@ -193,10 +191,9 @@ def run_job(
         outcome.interrupted = True
         outcome.exited_at = outcome.spawned_at
         return outcome
-    cmd = [sys.executable, "-c", _BOOT, str(os.getpid()), kind, str(job), str(result)]
     start = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=placement.env())
+        proc = _start(kind, job, result, log, out, placement)
         try:
             if on_start is not None:
                 on_start(proc.pid)
@@ -236,6 +233,63 @@ def run_job(
     outcome.seconds = time.monotonic() - start
     outcome.exited_at = time.time()
     return outcome
+
+
+# Trials start as forks of a warm server per placement (trainers/forkserver.py) that imported torch,
+# transformers and the trial code once; SWEEP_WARM_START=0 (or a server that fails to start) falls
+# back to a new interpreter per trial. See docs/architecture.md, "Starting a trial".
+WARM_KINDS = {"trial"}
+_servers: dict[tuple, ForkServer] = {}
+_servers_lock = threading.Lock()
+
+
+def _start(kind: str, job: Path, result: Path, log: Path, out, placement: Placement):
+    argv = [kind, str(job), str(result)]
+    server = _warm_server(placement) if kind in WARM_KINDS else None
+    if server is not None:
+        try:
+            return server.start(argv, log, placement.env())
+        except (OSError, RuntimeError) as exc:
+            print(f"forkserver: {exc!r}; starting a new interpreter instead", file=sys.stderr)
+    cmd = [sys.executable, "-c", _BOOT, str(os.getpid()), *argv]
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=placement.env())
+
+
+def _warm_server(placement: Placement) -> ForkServer | None:
+    if os.environ.get("SWEEP_WARM_START", "1") == "0":
+        return None
+    key = (tuple(placement.cores), placement.gpu)
+    with _servers_lock:
+        server = _servers.get(key)
+        if server is not None and server.alive():
+            return server
+        try:
+            sock = Path(tempfile.mkdtemp(prefix="sweep-fork-")) / "server.sock"
+            server = _servers[key] = ForkServer(sock, env=placement.env())
+        except (OSError, RuntimeError) as exc:
+            print(f"forkserver: could not start ({exc!r}); trials start a new interpreter each", file=sys.stderr)
+            _servers.pop(key, None)
+            return None
+        return server
+
+
+def prewarm(placements: list[Placement]) -> None:
+    """Start each placement's server now (it imports while the sweep sets up), from the calling thread:
+    the server dies with that thread (PR_SET_PDEATHSIG), so call it from the thread that runs the sweep."""
+    for placement in placements:
+        _warm_server(placement)
+
+
+def close_servers() -> None:
+    """Stop the warm servers (at exit, or between tests)."""
+    with _servers_lock:
+        for server in _servers.values():
+            server.close()
+            shutil.rmtree(Path(server.path).parent, ignore_errors=True)
+        _servers.clear()
+
+
+atexit.register(close_servers)
 
 
 def _terminate(proc: subprocess.Popen, grace_s: float = 10.0) -> int:

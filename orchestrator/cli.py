@@ -37,20 +37,23 @@ def _load_spec(path: Path):
         _fail(str(exc))
 
 
-def _study_and_tracker(study_name: str, storage: Optional[str], tracking_uri: Optional[str], root: Path):
+def _study(study_name: str, storage: Optional[str], root: Path):
+    """The study and its record, without MLflow (read-only commands answer before importing it)."""
+    from orchestrator.record import study_record
     from orchestrator.spec import SpecError
     from orchestrator.study import default_storage_url, load_study, open_storage
-    from orchestrator.record import study_record
-    from orchestrator.tracking import Tracker, resolve_tracking_uri
 
     url = storage or default_storage_url(root)
     try:
         study = load_study(study_name, open_storage(url, root))
     except SpecError as exc:
         _fail(str(exc))
-    record = study_record(study)
-    uri = resolve_tracking_uri(tracking_uri, None, root, stored=record.tracking_uri)
-    return study, record, Tracker(uri, root)
+    return study, study_record(study)
+
+
+def _tracker(record, tracking_uri: Optional[str], root: Path):
+    from orchestrator.tracking import Tracker, resolve_tracking_uri
+    return Tracker(resolve_tracking_uri(tracking_uri, None, root, stored=record.tracking_uri), root)
 
 
 @app.command()
@@ -179,7 +182,7 @@ def status(
         url = storage or default_storage_url(root)
         console.print(studies_table(open_storage(url, root), title=f"studies in {url}"))
         return
-    study, _, _ = _study_and_tracker(study_name, storage, None, root)
+    study, _ = _study(study_name, storage, root)
     console.print(trials_table(study))
 
 
@@ -192,31 +195,30 @@ def pareto(
     open_plot: bool = typer.Option(False, "--open", help="open the interactive plot in a browser"),
 ) -> None:
     """The non-dominated trials with their deltas against the teacher, plus an offline plot."""
-    from orchestrator.context import work_dir
     from orchestrator.report import front_report, pareto_table, write_plots
-    from orchestrator.sweep import stored_spec
-    from orchestrator.tracking import runs_url
+    from orchestrator.spec import stored_spec
+    from orchestrator.study import work_dir
 
-    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    study, record = _study(study_name, storage, root)
     spec = stored_spec(record, study_name)
     report = front_report(study, spec)
     console.print(pareto_table(report.front, record.baseline_metrics, f"Pareto front of {study_name}", report=report))
-    plots = write_plots(study, spec, work_dir(root, study_name), report.front)
-    parent = record.mlflow_parent_run_id
-    for path in plots:
-        if parent:
+    plots = write_plots(study, spec, work_dir(root, study_name), report.front)  # the slow steps come after the table
+    if plots:
+        console.print(f"interactive plot: {plots[0]}; images: {', '.join(str(p) for p in plots[1:])}")
+    if parent := record.mlflow_parent_run_id:  # MLflow loads only now, after the table and the plots
+        from orchestrator.tracking import runs_url
+
+        tracker = _tracker(record, tracking_uri, root)
+        for path in plots:
             tracker.log_artifacts(parent, path)
-    if parent:
         experiment_id = tracker.client.get_run(parent).info.experiment_id
         console.print(f"runs: {runs_url('http://127.0.0.1:5000', experiment_id)}   (after `sweep ui`)", highlight=False,
                       soft_wrap=True)
-    if plots:
-        plot = plots[0]
-        console.print(f"interactive plot: {plot}; images: {', '.join(str(p) for p in plots[1:])}")
-        if open_plot:
-            import webbrowser
+    if plots and open_plot:
+        import webbrowser
 
-            webbrowser.open(plot.resolve().as_uri())
+        webbrowser.open(plots[0].resolve().as_uri())
 
 
 @app.command()
@@ -232,7 +234,8 @@ def export(
     from orchestrator.export import export_trial
     from orchestrator.sweep import stored_spec
 
-    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    study, record = _study(study_name, storage, root)
+    tracker = _tracker(record, tracking_uri, root)
     spec = stored_spec(record, study_name)
     rule = pick or spec.export.pick
     out = out or Path(spec.export.dir or f"exports/{study_name}")
@@ -312,7 +315,8 @@ def delete(
     from orchestrator.cleanup import plan_removal, remove
     from orchestrator.study import default_storage_url, open_storage
 
-    study, record, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    study, record = _study(study_name, storage, root)
+    tracker = _tracker(record, tracking_uri, root)
     store = open_storage(storage or default_storage_url(root), root)
     removal = plan_removal(study_name, store, tracker, record.mlflow_experiment, root)
     console.print(f"to remove: studies {removal.studies}, {len(removal.runs)} MLflow run(s), "

@@ -15,7 +15,7 @@ import optuna
 
 from orchestrator.early_stopping import EarlyStopping
 from orchestrator.spec import SpecError, SweepSpec
-from orchestrator.study import storage_lock
+from orchestrator.study import storage_lock, work_dir  # noqa: F401 (work_dir: re-exported)
 from orchestrator.tracking import Tracker
 from trainers.jobs import PrepareResult
 
@@ -88,5 +88,3 @@ def heartbeat_seconds(ctx: Context) -> float:
     return float(getattr(ctx.spec.budget, "heartbeat_seconds", None) or ctx.heartbeat_s)
 
 
-def work_dir(root: Path, study: str) -> Path:
-    return root / "trials" / study

@@ -22,7 +22,7 @@ from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
 from trainers.pruning.config import PruningConfig
-from trainers.teacher import TeacherConfig
+from trainers.teacher_config import TeacherConfig
 from trainers.vocab.config import VocabularyConfig
 
 DIMENSIONS = ("pruning_ratio", "distill_temperature", "distill_alpha", "precision", "runtime", "vocabulary")
@@ -354,3 +354,12 @@ def check_precisions(spec: SweepSpec, path: Path | str = "sweep") -> None:
         raise SpecError(
             f"{path}: field search_space.precision: cannot run on this machine ({device}): " + "; ".join(problems)
         )
+
+
+def stored_spec(record, name: str, *, check_hardware: bool = False) -> SweepSpec:
+    """The spec a study was launched with, from its record (no file, no MLflow)."""
+    spec = SweepSpec.model_validate(record.spec)
+    spec.source = Path(record.spec_source) if record.spec_source else None
+    if check_hardware:
+        check_precisions(spec, record.spec_source or name)
+    return spec

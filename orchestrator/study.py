@@ -159,3 +159,8 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 def finite(values) -> bool:
     return values is not None and all(v is not None and math.isfinite(v) for v in values)
+
+
+def work_dir(root: Path, study: str) -> Path:
+    """Where a study's trial folders live under the local store."""
+    return root / "trials" / study

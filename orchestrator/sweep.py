@@ -19,7 +19,7 @@ from typing import Callable
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
-from orchestrator.child_process import Placement
+from orchestrator.child_process import Placement, prewarm
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
 from orchestrator.cleanup import Removal, plan_removal, remove
@@ -27,7 +27,7 @@ from orchestrator.early_stopping import EarlyStopping
 from orchestrator.preparation import PreparationDisplay, run_preparation
 from orchestrator.record import set_study, storage_of, study_record, trial_record
 from orchestrator.report import FrontReport, front_report, write_plots
-from orchestrator.spec import SpecError, SweepSpec, check_precisions
+from orchestrator.spec import SpecError, SweepSpec, check_precisions, stored_spec  # noqa: F401 (stored_spec: re-exported)
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
 from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
 from orchestrator.stats import decision_metrics
@@ -146,14 +146,6 @@ def spec_from_study(name: str, storage_url: str, root: Path = DEFAULT_ROOT) -> S
     return stored_spec(record, name, check_hardware=True)
 
 
-def stored_spec(record, name: str, *, check_hardware: bool = False) -> SweepSpec:
-    spec = SweepSpec.model_validate(record.spec)
-    spec.source = Path(record.spec_source) if record.spec_source else None
-    if check_hardware:
-        check_precisions(spec, record.spec_source or name)
-    return spec
-
-
 def record_baseline(ctx: Context, log: Log) -> None:
     """The teacher, measured like a trial, as a child run: once per study."""
     study, prep = ctx.study, ctx.prepared
@@ -192,6 +184,7 @@ def record_baseline(ctx: Context, log: Log) -> None:
 def run_sweep(ctx: Context, placements: list[Placement], *, stop: threading.Event, log: Log,
               progress: Callable[[], None] | None = None) -> None:
     """Run the sweep's trials until done; KeyboardInterrupt (after recording everything) when stopped."""
+    prewarm(placements)  # trials start as forks of a warm server per executor; it imports meanwhile
     ensure_baselines(ctx, placements, log)  # the teacher on the same thread counts as the trials
     run_executors(ctx, placements, stop=stop, log=log, progress=progress)
 

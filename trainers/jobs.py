@@ -85,6 +85,8 @@ class MeasureResult(BaseModel):
     tags: dict[str, str] = {}
     per_class_f1: dict[str, float] = Field(default_factory=dict, description="per label, on the test split")
     val_per_class_f1: dict[str, float] = Field(default_factory=dict, description="per label, on the validation split")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per measuring phase (load_s, "
+                                      "latency_bsN_s, test_score_s, memory_s, val_score_s, energy_s)")
 
 
 class TrialResult(BaseModel):

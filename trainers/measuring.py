@@ -17,9 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from trainers import metrics as M
+from trainers.forkserver import ENV as FORKSERVER_ENV, ForkedJob
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureJob, MeasureResult
 from trainers.measure import MeasureConfig, measure_model
@@ -105,6 +107,7 @@ def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, m
     """Load a saved model folder (a teacher, a student, an export) in this process and measure it, served by
     `runtime` (default: what its compression.json says, else torch) at `precision` (likewise, else fp32);
     with `predictions_out`, its per-row predictions go there (trainers.measure.predictions)."""
+    t0 = time.perf_counter()
     model, tokenizer = load_pruned(model_dir)
     compression = Path(model_dir) / COMPRESSION_FILE
     saved = json.loads(compression.read_text()) if compression.exists() else {}
@@ -112,6 +115,7 @@ def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, m
     runtime = runtime or saved.get("runtime", "torch")
     loaded, encoded = load_and_encode(data_cfg, data_base_dir, tokenizer, max_seq_len=max_seq_len, cache_dir=cache_dir)
     check_labels(model, loaded.label_names, str(model_dir))
+    load_s = time.perf_counter() - t0
     if runtime == "torch":
         measured = measure_in_memory(model, encoded["test"], measure_cfg, precision=precision,
                                      num_labels=loaded.num_labels, batch_size=batch_size,
@@ -126,7 +130,8 @@ def measure_saved_folder(model_dir: str | Path, data_cfg, data_base_dir: Path, m
         save(predictions_out, Predictions({k: rows_of(*v) for k, v in measured.rows.items()}))
     return MeasureResult(precision=precision, metrics=measured.metrics, tags=measured.tags,
                          per_class_f1=label_scores(measured.per_class_f1, loaded.label_names),
-                         val_per_class_f1=label_scores(measured.val_per_class_f1, loaded.label_names))
+                         val_per_class_f1=label_scores(measured.val_per_class_f1, loaded.label_names),
+                         timings={"load_s": load_s, **measured.timings})
 
 
 def _measure_onnxruntime(torch_model, model_dir: Path, encoded: dict, measure_cfg: MeasureConfig, *, precision: str,
@@ -168,15 +173,24 @@ def measure_in_fresh_process(model_dir: Path, data_cfg, data_base_dir: Path, mea
     job = MeasureJob(model_dir=model_dir, data=data_cfg, data_base_dir=data_base_dir, measure=measure_cfg,
                      max_seq_len=max_seq_len, cache_dir=cache_dir, batch_size=batch_size, precision=precision,
                      runtime=runtime, predictions_out=predictions_out)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(job.model_dump_json())
-        with open(log_path or os.devnull, "ab") as log:
-            code = subprocess.call([sys.executable, "-m", "trainers.entry", "measure", str(job_path), str(result_path)],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        argv = ["measure", str(job_path), str(result_path)]
+        server = os.environ.get(FORKSERVER_ENV)
+        forked = bool(server) and Path(server).exists()
+        if forked:  # a fork of the warm server: imports done, nothing loaded (trainers/forkserver.py)
+            code = ForkedJob(server, argv, log_path or os.devnull).wait()
+        else:
+            with open(log_path or os.devnull, "ab") as log:
+                code = subprocess.call([sys.executable, "-m", "trainers.entry", *argv], stdout=log, stderr=subprocess.STDOUT)
         result = MeasureResult.model_validate_json(result_path.read_text()) if result_path.exists() else None
     if code != 0 or result is None or not result.ok:
         why = result.error if result is not None and result.error else f"exit code {code}"
         raise RuntimeError(f"measuring {model_dir} failed: {why}" + (f" (log: {log_path})" if log_path else ""))
-    result.tags["measure_process"] = "a fresh process that loaded the saved model (as `sweep measure` does)"
+    result.tags["measure_process"] = ("a fresh process that loaded the saved model (as `sweep measure` does)"
+                                      + (", forked from the warm server before it loaded anything" if forked else ""))
+    # what the phases do not cover: the process's start and imports, and writing its result
+    result.timings["process_s"] = time.perf_counter() - started - sum(result.timings.values())
     return result

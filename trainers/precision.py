@@ -7,10 +7,11 @@ Pareto front would compare numbers that mean something else than their labels sa
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, ContextManager, Literal
+from typing import TYPE_CHECKING, Callable, ContextManager, Literal
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch loads on first use: reading a sweep file (`sweep status`, `sweep check`) needs none
+    import torch
+    from torch import nn
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
@@ -18,6 +19,8 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 
 def resolve_device(preference: str = "auto") -> str:
     """'auto' picks CUDA when present; an explicit 'cuda' without a GPU is an error, not a fallback."""
+    import torch
+
     if preference == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if preference.startswith("cuda") and not torch.cuda.is_available():
@@ -32,8 +35,8 @@ def unsupported_reason(precision: str, device: str) -> str | None:
         return f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
     if precision == "fp16" and not cuda:
         return "fp16 training needs a CUDA GPU (autocast + gradient scaling); on CPU use bf16 or int8"
-    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        return f"bf16 is not supported by {torch.cuda.get_device_name()}; use fp16"
+    if precision == "bf16" and cuda and not __import__("torch").cuda.is_bf16_supported():
+        return f"bf16 is not supported by {__import__('torch').cuda.get_device_name()}; use fp16"
     if precision == "int8" and cuda:
         return "int8 is dynamic quantisation (int8 weights, torch._int_mm), a CPU inference path; set training.device: cpu or drop int8"
     return None
@@ -46,6 +49,8 @@ def train_precision(precision: str) -> str:
 
 def autocast(precision: str, device: str) -> Callable[[], ContextManager]:
     """A factory of autocast contexts for the forward pass in `precision` (fp32/int8: no autocast)."""
+    import torch
+
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
     if dtype is None:
         return contextlib.nullcontext
@@ -55,6 +60,8 @@ def autocast(precision: str, device: str) -> Callable[[], ContextManager]:
 
 def grad_scaler(precision: str, device: str) -> torch.amp.GradScaler:
     """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
+    import torch
+
     enabled = precision == "fp16" and device.startswith("cuda")
     return torch.amp.GradScaler("cuda" if enabled else "cpu", enabled=enabled)
 
@@ -86,5 +93,7 @@ def cpu_numerics() -> dict[str, str]:
     when pruned or distilled weights drift towards zero; flushing keeps latencies comparable across
     students. Returned as a tag so the setting is on record.
     """
+    import torch
+
     flushed = torch.set_flush_denormal(True)
     return {"cpu_flush_denormal": str(bool(flushed)).lower()}

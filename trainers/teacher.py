@@ -29,24 +29,10 @@ from trainers.data.load import LoadedData
 from trainers.models import model_fingerprint
 from trainers.progress import TEACHER_FINE_TUNE, TEACHER_LOGITS, progress_hooks
 from trainers.train import predict_logits, train
+from trainers.teacher_config import TeacherConfig  # defined apart so the spec loads without torch
 from trainers.vocab.config import VocabularyConfig
 
 DONE = "DONE"
-
-
-class TeacherConfig(BaseModel):
-    """`teacher:` in a sweep file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(description="hub id, local folder, or pkg:package/subdir of a model shipped in a pip package")
-    fine_tune: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="auto: fine-tune unless the model is already a classifier over the dataset's labels",
-    )
-    epochs: float = Field(3, gt=0)
-    batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
 
 
 class TeacherArtifacts(BaseModel):

@@ -9,6 +9,9 @@ the result is run afterwards; `train_once` lets the first trial with a key train
 Crash safety: the trainer writes into `<key>.tmp-<pid>/` and renames it to `<key>/` only when the
 model and its `DONE` marker are complete; the lock is an OS file lock, released when its process
 dies; a later claimant removes the leftovers and trains again.
+
+What every variant of a training would otherwise redo (the ONNX export and its parity check) is made
+once beside it by `derive_once`, under the same lock and with the same write-then-rename.
 """
 
 from __future__ import annotations
@@ -113,3 +116,33 @@ def train_once(root: str | Path, key: str, build: Callable[[Path], dict | None],
         return SharedTraining(key=key, dir=final, meta=meta, trained_now=True)
     finally:
         lock.release()
+
+
+def derive_once(root: str | Path, key: str, name: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+    """`<root>/<key>/<name>/`: something derived from the completed training `key` (e.g. its ONNX graphs),
+    built once by `build(folder)` under the training's lock; (folder, True) when built by this call.
+
+    `build` writes into a temporary folder renamed into place when it returns, so a crash leaves no
+    half-derived folder, and the next caller builds it again.
+    """
+    shared = Path(root) / key
+    if not (shared / DONE).exists():
+        raise FileNotFoundError(f"{shared}: no completed training to derive {name!r} from")
+    final = shared / name
+    if (final / DONE).exists():
+        return final, False
+    with FileLock(str(shared) + ".lock"):
+        if (final / DONE).exists():
+            return final, False
+        for stale in shared.glob(f"{name}.tmp-*"):  # a builder that died; the lock says it is gone
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = shared / f"{name}.tmp-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            build(tmp)
+            (tmp / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, True

@@ -16,7 +16,7 @@ import torch
 from filelock import FileLock
 
 from trainers.config import TrialConfig
-from trainers.deploy.student import save_student
+from trainers.deploy.student import link_onnx, save_student, shared_onnx
 from trainers.inputs import check_labels, load_and_encode
 from trainers.jobs import MeasureResult, TrialResult
 from trainers import metrics as M
@@ -86,12 +86,22 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         return result
     student, plan = trained.student, trained.plan
 
-    model_dir = None
+    model_dir, onnx_tags = None, {}
     if cfg.save_model:
         model_dir = cfg.output_dir / "model"
+        t_save = time.perf_counter()
+        share_onnx = cfg.export_onnx and cfg.trainings_dir is not None and trained.key is not None
         save_student(student, tokenizer, plan, model_dir, precision=cfg.precision, validation=encoded["validation"],
-                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads(), onnx=cfg.export_onnx)
+                     batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads(),
+                     onnx=cfg.export_onnx and not share_onnx)
+        if share_onnx:  # exported once per training, beside it; every variant links the same files
+            onnx_dir, exported = shared_onnx(cfg.trainings_dir, trained.key, student, validation=encoded["validation"],
+                                             batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads())
+            link_onnx(onnx_dir, model_dir)
+            onnx_tags["onnx_export"] = (f"exported by this trial for training {trained.key}" if exported else
+                                        f"reused: exported once for training {trained.key} by an earlier trial")
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
+        timings["onnx_export_s" if cfg.export_onnx and (not share_onnx or exported) else "save_s"] = time.perf_counter() - t_save
 
     t2 = time.perf_counter()
     kept_file = cfg.output_dir / ("kept-" + P.PREDICTIONS_FILE)
@@ -109,12 +119,13 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
             in_process = measure_in_memory(student, encoded["test"], cfg.measure, precision=cfg.precision,
                                            num_labels=loaded.num_labels, batch_size=cfg.training.eval_batch_size,
                                            val_split=encoded["validation"])
-            measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics,
+            measured = MeasureResult(precision=cfg.precision, metrics=in_process.metrics, timings=in_process.timings,
                                      tags={**in_process.tags, "measure_process": "the training process"},
                                      per_class_f1=label_scores(in_process.per_class_f1, loaded.label_names),
                                      val_per_class_f1=label_scores(in_process.val_per_class_f1, loaded.label_names))
             kept_rows = {k: P.rows_of(*v) for k, v in in_process.rows.items()}
     timings["measure_s"] = time.perf_counter() - t2 - timings["measure_wait_s"]
+    timings.update({f"measure_{phase}": s for phase, s in measured.timings.items()})  # where measuring's time went
 
     # The kept seed's quality and rows are the saved model's own, as the measuring run scored it (in its runtime).
     if per_seed:
@@ -132,7 +143,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         metrics[f"pruning_heads_layer{i}"] = float(heads)
         metrics[f"pruning_ffn_width_layer{i}"] = float(ffn)
 
-    tags = {**measured.tags, **trained.tags, **seed_tags,
+    tags = {**measured.tags, **trained.tags, **seed_tags, **onnx_tags,
             "precision_train": precision, "precision_measured": cfg.precision,
             "pruning_method": cfg.pruning.method, **numerics}
     result = TrialResult(

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from torch import nn
-
-from trainers.deploy.onnx_export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, quantise_onnx_int8
-from trainers.deploy.session import OrtClassifier
+if TYPE_CHECKING:  # torch loads only when a model does: `sweep check`/`status` read RUNTIMES without it
+    from torch import nn
 
 Runtime = Literal["torch", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
@@ -35,6 +33,8 @@ def runtime_unsupported_reason(runtime: str, precision: str, device: str = "cpu"
 
 def onnx_path(model_dir: str | Path, precision: str) -> Path:
     """model.onnx (fp32) or model.int8.onnx, exported/quantised into the folder on first use."""
+    from trainers.deploy.onnx_export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, quantise_onnx_int8
+
     model_dir = Path(model_dir)
     fp32 = model_dir / ONNX_FILE
     if not fp32.exists():
@@ -67,6 +67,8 @@ def load_for_inference(model_dir: str | Path, precision: str, runtime: str = "to
         model, _ = load_pruned(model_dir)
         return for_inference(model, precision)
     from transformers import PretrainedConfig
+
+    from trainers.deploy.session import OrtClassifier
 
     config = PretrainedConfig.from_dict(json.loads((Path(model_dir) / "config.json").read_text()))
     return OrtClassifier(onnx_path(model_dir, precision), config, threads=threads)

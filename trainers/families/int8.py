@@ -2,7 +2,7 @@
 
 Symmetric per-output-row quantisation (scale = max|row| / 127) of the encoder layers' Linear weights
 (`adapter.layers`) and of the word embeddings (`adapter.word_embeddings`); Linear activations are
-quantised per token at run time (dynamic quantisation) and multiplied with `torch._int_mm`. Shipped in
+quantised per token at run time (dynamic quantisation) and multiplied exactly in integers (`torch._int_mm` on CUDA, exact fp32 chunks on CPU). Shipped in
 every exported folder (see portable.py), so it imports only torch.
 """
 
@@ -60,12 +60,31 @@ class Int8Linear(nn.Linear):
             x2.device.type == "cpu" or (m > 16 and self.in_features % 8 == 0 and self.out_features % 8 == 0))
         if int_mm_ok:
             xs = x2.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12).div_(INT8_MAX)
-            xq = torch.div(x2, xs).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-            y = torch._int_mm(xq, self.weight.t()).to(torch.float32).mul_(xs)
+            xq = torch.div(x2, xs).round_().clamp_(-INT8_MAX, INT8_MAX)
+            y = _int8_matmul(xq, self.weight).to(torch.float32).mul_(xs)
             y = y.mul_(self.weight_scale) if self.bias is None else torch.addcmul(self.bias.float(), y, self.weight_scale)
         else:
             y = F.linear(x2, self.weight.float() * self.weight_scale[:, None], None if self.bias is None else self.bias.float())
         return y.reshape(*shape[:-1], self.out_features).to(dtype)
+
+
+EXACT_FP32_K = 1024  # 1024 x 127 x 127 < 2^24: a sum of that many int8 products is exact in fp32
+
+
+def _int8_matmul(xq: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """int32 `xq @ weight.T` of int8-valued activations (given as whole floats) and int8 weights.
+
+    On CUDA `torch._int_mm`; on CPU the same integers from fp32 matmuls over chunks of at most
+    EXACT_FP32_K inputs (each chunk's sum is exact in fp32), since `torch._int_mm` has no fast CPU
+    kernel (about 30x slower than the fp32 matmul on a 2-core x86 machine)."""
+    if xq.device.type != "cpu":
+        return torch._int_mm(xq.to(torch.int8), weight.t())
+    k = xq.shape[1]
+    out = None
+    for start in range(0, k, EXACT_FP32_K):
+        part = (xq[:, start:start + EXACT_FP32_K] @ weight[:, start:start + EXACT_FP32_K].float().t()).to(torch.int32)
+        out = part if out is None else out.add_(part)
+    return out
 
 
 class Int8Embedding(nn.Module):

@@ -1,45 +1,34 @@
-"""Measurements a sweep can trust: each number says what it measured, in which unit, where, and how often."""
+"""Measurements a sweep can trust: each number says what it measured, in which unit, where, and how often.
 
-from trainers.measure.accuracy import evaluate, scores_from_confusion
-from trainers.measure.config import MeasureConfig, available_cores
-from trainers.measure.emissions import EmissionsResult, measure_inference_energy, track_emissions
-from trainers.measure.hardware import hardware_context
-from trainers.measure.latency import LatencyStats, measure_latency, synthetic_inputs, torch_threads
-from trainers.measure.measure import Measurement, measure_model
-from trainers.measure.memory import (
-    MemoryStats,
-    ModelMemory,
-    count_parameters,
-    encoder_linear_params,
-    measure_model_memory,
-    model_disk_mb,
-    tensor_bytes,
-    track_memory,
-    weight_bytes,
-)
+Names load on first use (PEP 562), so `import trainers.measure.config` and the
+read-only commands do not import torch."""
 
-__all__ = [
-    "EmissionsResult",
-    "LatencyStats",
-    "MeasureConfig",
-    "Measurement",
-    "MemoryStats",
-    "ModelMemory",
-    "available_cores",
-    "count_parameters",
-    "encoder_linear_params",
-    "evaluate",
-    "hardware_context",
-    "measure_inference_energy",
-    "measure_latency",
-    "measure_model",
-    "measure_model_memory",
-    "model_disk_mb",
-    "scores_from_confusion",
-    "synthetic_inputs",
-    "tensor_bytes",
-    "torch_threads",
-    "track_emissions",
-    "track_memory",
-    "weight_bytes",
-]
+from __future__ import annotations
+
+from trainers.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "EmissionsResult": "trainers.measure.emissions",
+    "LatencyStats": "trainers.measure.latency",
+    "MeasureConfig": "trainers.measure.config",
+    "Measurement": "trainers.measure.measure",
+    "MemoryStats": "trainers.measure.memory",
+    "ModelMemory": "trainers.measure.memory",
+    "available_cores": "trainers.measure.config",
+    "count_parameters": "trainers.measure.memory",
+    "encoder_linear_params": "trainers.measure.memory",
+    "evaluate": "trainers.measure.accuracy",
+    "hardware_context": "trainers.measure.hardware",
+    "measure_inference_energy": "trainers.measure.emissions",
+    "measure_latency": "trainers.measure.latency",
+    "measure_model": "trainers.measure.measure",
+    "measure_model_memory": "trainers.measure.memory",
+    "model_disk_mb": "trainers.measure.memory",
+    "scores_from_confusion": "trainers.measure.accuracy",
+    "synthetic_inputs": "trainers.measure.latency",
+    "tensor_bytes": "trainers.measure.memory",
+    "torch_threads": "trainers.measure.latency",
+    "track_emissions": "trainers.measure.emissions",
+    "track_memory": "trainers.measure.memory",
+    "weight_bytes": "trainers.measure.memory",
+})

@@ -23,22 +23,33 @@ def predict(model: nn.Module, batches: Iterable[Batch], *, num_labels: int, devi
             for i, batch in enumerate(batches):
                 if "labels" not in batch:
                     raise ValueError(f"batch {i} has no 'labels' (keys: {sorted(batch)})")
-                labels = batch["labels"].to("cpu").long()
-                if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-                    raise ValueError(f"batch {i}: labels must lie in [0, {num_labels}), "
-                                     f"got min {int(labels.min())} max {int(labels.max())}")
                 inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
                 with autocast():
                     logits = model(**inputs).logits
-                if logits.shape[-1] != num_labels:
-                    raise ValueError(f"model outputs {logits.shape[-1]} logits, expected num_labels={num_labels}")
-                golds.append(labels)
-                logits_all.append(logits.detach().float().to("cpu"))
+                gold, out = batch_rows(batch["labels"], logits, num_labels, i)
+                golds.append(gold)
+                logits_all.append(out)
     finally:
         model.train(was_training)
     if not golds or sum(g.numel() for g in golds) == 0:
         raise ValueError("no test examples: `batches` was empty")
     return torch.cat(golds), torch.cat(logits_all)
+
+
+def batch_rows(labels: torch.Tensor, logits: torch.Tensor, num_labels: int, i: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch's (gold labels, fp32 logits) on the CPU, checked: labels in range, one logit per label."""
+    labels = labels.to("cpu").long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+        raise ValueError(f"batch {i}: labels must lie in [0, {num_labels}), "
+                         f"got min {int(labels.min())} max {int(labels.max())}")
+    if logits.shape[-1] != num_labels:
+        raise ValueError(f"model outputs {logits.shape[-1]} logits, expected num_labels={num_labels}")
+    return labels, logits.detach().float().to("cpu")
+
+
+def scores_and_rows(gold: torch.Tensor, logits: torch.Tensor, num_labels: int):
+    """Scores (see `evaluate`) of per-row (gold, logits), and the rows as numpy arrays."""
+    return scores_from_confusion(confusion_from(gold, logits, num_labels)), (gold.numpy(), logits.numpy())
 
 
 def confusion_from(gold: torch.Tensor, logits: torch.Tensor, num_labels: int) -> torch.Tensor:
@@ -88,4 +99,4 @@ def evaluate_rows(model: nn.Module, batches: Iterable[Batch], *, num_labels: int
                   autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext):
     """`evaluate`'s scores and the per-row (gold, logits) they were computed from (numpy arrays)."""
     gold, logits = predict(model, batches, num_labels=num_labels, device=device, autocast=autocast)
-    return scores_from_confusion(confusion_from(gold, logits, num_labels)), (gold.numpy(), logits.numpy())
+    return scores_and_rows(gold, logits, num_labels)

@@ -207,6 +207,8 @@ INFERENCE_ENERGY_MIN_SECONDS = 3.0  # floor on the measured loop, whatever the s
 def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], cfg: MeasureConfig, *,
                              device: str = "cpu", autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
                              min_seconds: float = INFERENCE_ENERGY_MIN_SECONDS,
+                             on_first_pass: Callable[[int, Any], None] | None = None,
+                             phases: dict[str, float] | None = None,
                              ) -> tuple[dict[str, float], dict[str, str]]:
     """Inference energy (kWh) and emissions (kg CO2e) per 1,000 predictions, ready to log as (metrics, tags).
 
@@ -215,6 +217,10 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
     a loop, in eval + inference mode under `autocast`, until at least max(3 x measure_power_secs,
     `min_seconds`) have elapsed and at least one full pass is done; every row of every batch run counts
     as one prediction. No metrics (only an error tag) when CodeCarbon failed.
+
+    `on_first_pass(i, output)` sees the model's output on batch i of the first pass, so a caller can
+    score that pass (the validation scoring) instead of running it again; `phases` gets the seconds of
+    the first pass (`first_pass_s`) and of the loop after it (`energy_extra_s`).
     """
     inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
     if not inputs:
@@ -227,11 +233,16 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
     try:
         with torch.inference_mode(), track_emissions("infer_per_1k", cfg) as em:
             t0 = time.perf_counter()
+            first_pass_s = None
             for done, batch in enumerate(itertools.cycle(inputs), start=1):
                 with autocast():
-                    model(**batch)
+                    output = model(**batch)
+                if on_first_pass is not None and done <= len(inputs):
+                    on_first_pass(done - 1, output)
                 predictions += int(batch["input_ids"].shape[0])
                 passes = done // len(inputs)
+                if done == len(inputs):
+                    first_pass_s = time.perf_counter() - t0
                 if passes >= 1 and time.perf_counter() - t0 >= target_s:
                     break
             if cuda:
@@ -239,6 +250,9 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
             loop_s = time.perf_counter() - t0
     finally:
         model.train(was_training)
+    if phases is not None:
+        phases["first_pass_s"] = first_pass_s or loop_s
+        phases["energy_extra_s"] = loop_s - phases["first_pass_s"]
 
     metrics: dict[str, float] = {}
     if em.energy_kwh is not None and em.emissions_kg_co2e is not None:

@@ -1,30 +1,25 @@
-"""Structured pruning of encoders (every family in trainers/families): Block Movement Pruning, one-shot baselines, physical removal."""
+"""Structured pruning of encoders (every family in trainers/families): Block Movement Pruning, one-shot baselines,
+physical removal.
 
-from trainers.pruning.config import PruningConfig
-from trainers.pruning.io import load_pruned, save_pruned
-from trainers.pruning.plan import (
-    LayerPlan,
-    PruningPlan,
-    achieved_ratio,
-    apply_plan,
-    encoder_weight_count,
-    identity_plan,
-    pruning_summary,
-)
-from trainers.pruning.pruner import NoOpPruner, Pruner, make_pruner
+Names load on first use (PEP 562), so `import trainers.pruning.config` and the
+read-only commands do not import torch."""
 
-__all__ = [
-    "LayerPlan",
-    "NoOpPruner",
-    "Pruner",
-    "PruningConfig",
-    "PruningPlan",
-    "achieved_ratio",
-    "apply_plan",
-    "encoder_weight_count",
-    "identity_plan",
-    "load_pruned",
-    "make_pruner",
-    "pruning_summary",
-    "save_pruned",
-]
+from __future__ import annotations
+
+from trainers.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "LayerPlan": "trainers.pruning.plan",
+    "NoOpPruner": "trainers.pruning.pruner",
+    "Pruner": "trainers.pruning.pruner",
+    "PruningConfig": "trainers.pruning.config",
+    "PruningPlan": "trainers.pruning.plan",
+    "achieved_ratio": "trainers.pruning.plan",
+    "apply_plan": "trainers.pruning.plan",
+    "encoder_weight_count": "trainers.pruning.plan",
+    "identity_plan": "trainers.pruning.plan",
+    "load_pruned": "trainers.pruning.io",
+    "make_pruner": "trainers.pruning.pruner",
+    "pruning_summary": "trainers.pruning.plan",
+    "save_pruned": "trainers.pruning.io",
+})
