@@ -93,10 +93,12 @@ def _teacher_for_calibration(spec, model_ref: str, loaded, data_fp: str, tmp: Pa
     """The cached fine-tuned teacher when there is one; else the base encoder with a fresh head (same shapes)."""
     from transformers import AutoModelForSequenceClassification
 
+    from trainers.precision import resolve_device
     from trainers.teacher import DONE, teacher_key
 
     if cache is not None:
-        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training)
+        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training,
+                                     device=resolve_device(spec.training.device))
         if (cached / DONE).exists():
             return cached / "model", True
     labels = loaded.label_names
