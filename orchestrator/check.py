@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.cost import Estimate, distinct_trainings, estimate, fold_points, human_seconds
-from orchestrator.spec import SweepSpec
+from orchestrator.spec import SpecError, SweepSpec
 
 Say = Callable[[str], None]
 
@@ -60,6 +60,7 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
     from trainers.train import planned_steps
 
     model_ref = resolve_model_ref(spec.teacher.model, spec.base_dir)
+    check_block_size(spec, model_ref)
     tokenizer = AutoTokenizer.from_pretrained(model_ref)
     loaded = load_data(spec.data, spec.base_dir, max_seq_len=spec.training.max_seq_len, tokenizer=tokenizer)
     report = loaded.report.render()
@@ -87,6 +88,24 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
             f"{est.trainings} training(s) x {planned_steps(n_train, spec.training)} steps "
             f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
     return CheckReport(points=points, folded=folded, trainings=trainings, estimate=est, data_report=report)
+
+
+def check_block_size(spec: SweepSpec, model_ref: str) -> None:
+    """Refuse a block side the model's heads cannot be cut into (before data or compute)."""
+    from transformers import AutoConfig
+
+    from trainers.pruning.config import block_size_problem
+
+    ratios = spec.search_space.pruning_ratio
+    prunes = any(r > 0 for r in ratios) if isinstance(ratios, list) else ratios.high > 0
+    if spec.pruning.method != "block_movement" or not prunes:
+        return
+    config = AutoConfig.from_pretrained(model_ref)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if not hidden or not heads:
+        return  # not a BERT-like encoder: the pruner names what it expected
+    if (problem := block_size_problem(spec.pruning, head_size=hidden // heads, hidden_size=hidden)) is not None:
+        raise SpecError(f"{spec.source or 'sweep'}: field {problem}")
 
 
 def _teacher_for_calibration(spec, model_ref: str, loaded, data_fp: str, tmp: Path, cache: Path | None) -> tuple[Path, bool]:

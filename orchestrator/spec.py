@@ -143,10 +143,19 @@ class Objective(OnMetric):
 class Constraint(OnMetric):
     """A bound on a metric, absolute or relative to the teacher (the baseline run)."""
 
-    max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point)")
+    max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point); "
+                                   ">= 0 (to ask for better than the teacher, use min)")
     max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
     max: float | None = None
     min: float | None = None
+
+    @field_validator("max_drop")
+    @classmethod
+    def _drop_not_negative(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("max_drop is how much worse than the teacher a trial may be, so it must be >= 0 "
+                             "(to ask for better than the teacher, give min: the value)")
+        return v
 
     @model_validator(mode="after")
     def _one_bound(self) -> "Constraint":
