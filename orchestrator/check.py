@@ -86,7 +86,9 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
         say(f"estimate: {human_seconds(est.wall_s)} wall time with {est.workers} worker(s) = "
             f"{'teacher cached' if cached else 'teacher fine-tune ' + human_seconds(est.teacher_s)} + "
             f"{est.trainings} training(s) x {planned_steps(n_train, spec.training)} steps "
-            f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
+            + (f"(+ {planned_steps(n_train, spec.training.model_copy(update={'epochs': spec.pruning.refill_epochs}))} "
+               "of hybrid-filled retraining when pruned) " if spec.pruning.refills(1e-9) else "")
+            + f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
     return CheckReport(points=points, folded=folded, trainings=trainings, estimate=est, data_report=report)
 
 
@@ -157,8 +159,10 @@ def _calibrated_estimate(spec, teacher_dir: Path, encoded, points: list[dict], t
     teacher_s = 0.0 if cached else teacher_steps * step_seconds[precisions[0]][ratios[0]]
     # Measuring: the latency budget plus a fresh process (interpreter, imports, loading): an assumption, said so.
     measure_s = spec.measure.max_seconds + 10.0
+    refill = planned_steps(n_train, spec.training.model_copy(update={"epochs": spec.pruning.refill_epochs}))
     return estimate(points, steps_per_trial=steps * spec.training.seeds, step_seconds=step_seconds, measure_s_per_trial=measure_s,
-                    teacher_s=teacher_s, workers=workers)
+                    teacher_s=teacher_s, workers=workers,
+                    refill_steps_per_trial=lambda r: refill * spec.training.seeds if spec.pruning.refills(r) else 0)
 
 
 def _ratio_range(spec) -> list[float]:

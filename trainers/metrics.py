@@ -122,10 +122,12 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
         MetricInfo(PARAMS_TOTAL, "count", "all parameters of the model", "minimize"),
         MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),
-        MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's trainings, all seeds summed (fewer when pruned "
-                   "early)", "minimize"),
-        MetricInfo(TRAIN_STEPS_PLANNED, "steps", "optimiser steps of all seeds' trainings run to the end", "minimize"),
-        MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loops, all seeds summed", "minimize"),
+        MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's trainings with their hybrid-filled retraining, "
+                   "all seeds summed (fewer when pruned early)", "minimize"),
+        MetricInfo(TRAIN_STEPS_PLANNED, "steps", "optimiser steps of all seeds' trainings (retraining included) run to "
+                   "the end", "minimize"),
+        MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loops with their hybrid-filled retraining, "
+                   "all seeds summed", "minimize"),
         MetricInfo(ENERGY_TRAIN, "kWh", "energy of the student's trainings, all seeds summed (CodeCarbon)", "minimize"),
         MetricInfo(EMISSIONS_TRAIN, "kg CO2e", "emissions of the student's trainings, all seeds summed (CodeCarbon)",
                    "minimize"),

@@ -68,6 +68,12 @@ class PruningConfig(BaseModel):
         "magnitude", description="one_shot: weight L2 norm, or first-order Taylor |sum W*grad| over calibration batches"
     )
 
+    def refills(self, ratio: float) -> bool:
+        """Whether a student pruned at `ratio` is planned to fine-tune again after a hybrid-filled finalize
+        (it is skipped only when filling restored no block)."""
+        return (ratio > 0 and self.method == "block_movement" and self.granularity == "block" and self.hybrid_filled
+                and self.refill_epochs > 0)
+
     @model_validator(mode="after")
     def _check(self) -> PruningConfig:
         if self.warmup_fraction + self.final_fraction >= 1:
