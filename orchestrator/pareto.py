@@ -71,12 +71,17 @@ class Row:
 
 
 def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float],
-         baselines: dict[int, dict[str, float]] | None = None) -> list[Row]:
-    """Each trial with its deltas against the teacher measured on its own thread count (when known)."""
+         baselines: dict[int, dict[str, float]] | None = None,
+         by_context: dict[str, dict[str, float]] | None = None) -> list[Row]:
+    """Each trial with its deltas against the teacher measured in its own measurement context (device, threads,
+    hardware), else on its own thread count (studies from before contexts)."""
     out = []
     for t in sorted(trials, key=lambda t: t.number):
         record = trial_record(t)
-        _, reference = baseline_for(baselines or {}, record.baseline_threads, baseline)
+        if record.baseline_context is not None and record.baseline_context in (by_context or {}):
+            reference = by_context[record.baseline_context]
+        else:
+            _, reference = baseline_for(baselines or {}, record.baseline_threads, baseline)
         out.append(Row(t.number, dict(t.params), record.metrics, deltas(record.metrics, reference), feasible(t),
                        record.mlflow_run_id))
     return out

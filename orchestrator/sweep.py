@@ -19,6 +19,7 @@ from typing import Callable
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
+from trainers.measure.context import context_of
 from orchestrator.child_process import Placement
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
@@ -174,7 +175,7 @@ def record_baseline(ctx: Context, log: Log) -> None:
     ctx.baseline = dict(prep.baseline_metrics)
     threads = measured_threads(prep.baseline_tags)
     if threads is not None:
-        remember_baseline(ctx, threads, prep.baseline_metrics, run_id)
+        remember_baseline(ctx, threads, prep.baseline_metrics, run_id, context=context_of(prep.baseline_tags))
     b = prep.baseline_metrics
     log(f"baseline (teacher): val accuracy {b.get(M.VAL_ACCURACY, math.nan):.4f}, "
         f"test accuracy {b.get(M.TEST_ACCURACY, math.nan):.4f} (reported), "

@@ -17,6 +17,7 @@ from torch import nn
 from trainers import metrics as M
 from trainers.measure.accuracy import Batch, evaluate
 from trainers.measure.config import MeasureConfig
+from trainers.measure.context import CONTEXT_TAG, measurement_context
 from trainers.measure.emissions import measure_inference_energy
 from trainers.measure.hardware import hardware_context
 from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
@@ -124,6 +125,8 @@ def measure_model(
     tags.update({
         "measure_device": device,
         "measure_threads": str(threads),
+        CONTEXT_TAG: measurement_context(device=device, threads=threads, cpu_model=tags.get("hw_cpu_model", "unknown"),
+                                         gpu_model=tags.get("hw_gpu_name")),
         "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
         "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels (reported only)",
         "val_accuracy_scope": (f"validation split, {val['num_examples']} examples, {num_labels} labels (decides)"
