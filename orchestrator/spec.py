@@ -20,7 +20,7 @@ from trainers.deploy.inference import ORT_PRECISIONS, RUNTIMES, runtime_unsuppor
 from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
-from trainers.measure.context import mixed_devices
+from trainers.measure.context import mixed_devices_problem
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
 from trainers.pruning.config import PruningConfig
 from trainers.teacher import TeacherConfig
@@ -342,15 +342,9 @@ def check_precisions(spec: SweepSpec, path: Path | str = "sweep") -> None:
 
 
 def check_one_measuring_device(spec: SweepSpec, path: Path | str, *, measure_device: str) -> None:
-    """Refuse a grid whose points would be measured on two devices (on a CUDA host, int8 and ONNX Runtime measure
-    on the CPU, the others on the GPU): their latencies, speed-ups and energy cannot share one front or pick."""
-    if not spec.search_space.is_grid():
-        points = [{"precision": p, "runtime": r} for p in spec.search_space.precision for r in spec.search_space.runtime]
-    else:
-        points = spec.search_space.grid()
-    devices = mixed_devices(points, measure_device)
-    if len(devices) > 1:
-        where = "; ".join(f"{d}: {', '.join(labels)}" for d, labels in sorted(devices.items()))
-        raise SpecError(f"{path}: field measure.device: {measure_device!r} measures these points on different devices "
-                        f"({where}), and one front cannot compare them; set measure.device: cpu to measure every "
-                        "point on the CPU, or run the CPU-only points (int8, onnxruntime) as a sweep of their own")
+    """Refuse points measured on two devices (on a CUDA host int8 and ONNX Runtime measure on the CPU)."""
+    space = spec.search_space
+    points = space.grid() if space.is_grid() else [{"precision": p, "runtime": r} for p in space.precision
+                                                   for r in space.runtime]
+    if (problem := mixed_devices_problem(points, measure_device)) is not None:
+        raise SpecError(f"{path}: field measure.device: {problem}")

@@ -53,3 +53,14 @@ def mixed_devices(points: list[dict], measure_device: str) -> dict[str, list[str
         if label not in out.setdefault(device, []):
             out[device].append(label)
     return out
+
+
+def mixed_devices_problem(points: list[dict], measure_device: str) -> str | None:
+    """Why these points cannot share one front (None when they are all measured on one device)."""
+    devices = mixed_devices(points, measure_device)
+    if len(devices) <= 1:
+        return None
+    where = "; ".join(f"{d}: {', '.join(labels)}" for d, labels in sorted(devices.items()))
+    return (f"{measure_device!r} measures these points on different devices ({where}), and one front cannot "
+            "compare them; set measure.device: cpu to measure every point on the CPU, or run the CPU-only points "
+            "(int8, onnxruntime) as a sweep of their own")
