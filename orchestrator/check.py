@@ -59,6 +59,7 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
     from trainers.models import resolve_model_ref
     from trainers.train import planned_steps
 
+    check_memory_like_for_like(spec)
     model_ref = resolve_model_ref(spec.teacher.model, spec.base_dir)
     check_block_size(spec, model_ref)
     tokenizer = AutoTokenizer.from_pretrained(model_ref)
@@ -90,6 +91,24 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
                "of hybrid-filled retraining when pruned) " if spec.pruning.refills(1e-9) else "")
             + f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
     return CheckReport(points=points, folded=folded, trainings=trainings, estimate=est, data_report=report)
+
+
+def check_memory_like_for_like(spec: SweepSpec) -> None:
+    """Refuse deciding on memory_model_mb across runtimes: its activation part is measured two ways (torch: the
+    allocator's peak; ONNX Runtime: the process RSS increase), so only memory_weights_mb compares them."""
+    from trainers import metrics as M
+
+    if len(set(spec.search_space.runtime)) < 2:
+        return
+    two_ways = {M.MEMORY_MODEL, M.MEMORY_ACTIVATIONS}
+    fields = [f"objectives.{i}.metric" for i, o in enumerate(spec.objectives) if o.key in two_ways]
+    fields += [f"constraints.{i}.metric" for i, c in enumerate(spec.constraints) if c.key in two_ways]
+    fields += ["export.pick"] if spec.export.pick == "lightest" else []
+    if fields:
+        raise SpecError(f"{spec.source or 'sweep'}: field {fields[0]}: {M.MEMORY_MODEL} is measured two ways across "
+                        f"search_space.runtime {list(spec.search_space.runtime)} (torch: allocator peak; onnxruntime: RSS "
+                        f"increase), so it cannot decide between them; use {M.MEMORY_WEIGHTS} (measured the same way for "
+                        "both) or a single runtime")
 
 
 def check_block_size(spec: SweepSpec, model_ref: str) -> None:

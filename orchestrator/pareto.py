@@ -104,6 +104,11 @@ def pick(front: Sequence[FrozenTrial], rule: str, objectives: Sequence[Objective
     if not candidates:
         raise ValueError("no completed trial meets the sweep's constraints; loosen them or pick with trial:N")
     metric, direction = PICK_RULES[rule]
+    runtimes = {t.params.get("runtime", "torch") for t in candidates}
+    if metric in (M.MEMORY_MODEL, M.MEMORY_ACTIVATIONS) and len(runtimes) > 1:
+        raise ValueError(f"--pick {rule}: {metric} is measured two ways across runtimes {sorted(runtimes)} (torch: "
+                         f"allocator peak; onnxruntime: RSS increase); pick by trial:N or smallest, or compare "
+                         f"{M.MEMORY_WEIGHTS}, which is measured the same way for both")
     sign = 1.0 if direction == "minimize" else -1.0
 
     def key(t: FrozenTrial):

@@ -115,8 +115,11 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(LATENCY_P50_BS1, "ms", "median wall time of one forward pass at batch 1", "minimize"),
         MetricInfo(LATENCY_P90_BS1, "ms", "90th percentile forward-pass time at batch 1", "minimize"),
         MetricInfo(LATENCY_P99_BS1, "ms", "99th percentile forward-pass time at batch 1", "minimize"),
-        MetricInfo(MEMORY_MODEL, "MiB", "deployed weights + peak activation memory of the measured batch", "minimize"),
-        MetricInfo(MEMORY_WEIGHTS, "MiB", "bytes of the weights at the deployed precision", "minimize"),
+        MetricInfo(MEMORY_MODEL, "MiB", "deployed weights + peak activation memory of the measured batch (activations: "
+                   "torch's allocator peak for torch, the RSS increase for ONNX Runtime; compare within one runtime)",
+                   "minimize"),
+        MetricInfo(MEMORY_WEIGHTS, "MiB", "bytes of the weights at the deployed precision (the same method for every "
+                   "runtime: the one memory number that compares runtimes)", "minimize"),
         MetricInfo(MEMORY_ACTIVATIONS, "MiB", "peak memory of the forward passes above the loaded model", "minimize"),
         MetricInfo(MEMORY_PROCESS_PEAK, "MiB", "peak RSS of the whole measuring process (includes torch itself)", "minimize"),
         MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
