@@ -21,6 +21,7 @@ from orchestrator.baselines import (baseline_tags, compared_baseline, context_ta
                                     placement_threads)
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
+from orchestrator.early_stopping import JUDGED_SEEDS
 from orchestrator.record import beat, frozen, mark_pruned, set_trial, set_trial_quietly, tell, trial_record
 from orchestrator.recovery import close_lost_run, record_failure
 from orchestrator.trial_watch import TrialWatch
@@ -142,7 +143,13 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
         return TrialState.FAIL
     result.tags.update({**baseline_tags(baseline_threads, threads), **context_tags(trial_context, baseline_context)})
-    watch.complete(metrics.get(M.VAL_ACCURACY))
+    if ctx.early_stopping is not None:
+        es = ctx.early_stopping
+        result.tags["sweep.early_stopping_judged"] = (
+            f"{JUDGED_SEEDS}; evaluations from {1 - es.final_fraction if es.movement else 0:.0%} of its steps on "
+            "(the pruning schedule at its final fraction)" if result.reused_training_of is None else
+            f"not judged: reused the training of {result.reused_training_of} (no curve, no startup trial)")
+    watch.complete(metrics.get(M.VAL_ACCURACY), result.reused_training_of)
     return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log,
                      baseline=baseline, baseline_threads=baseline_threads,
                      contexts={"measurement_context": trial_context, "baseline_context": baseline_context})

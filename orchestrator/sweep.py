@@ -100,7 +100,9 @@ def open_sweep(
     ctx = Context(spec=spec, study=study, storage_url=storage_url, tracker=tracker, experiment_id=experiment_id,
                   parent_run_id=parent, root=root, prepared=prepared, heartbeat_s=heartbeat_s)
     if spec.pruner.enabled:
-        ctx.early_stopping = EarlyStopping(storage_of(study), spec.name, spec.pruner)
+        ctx.early_stopping = EarlyStopping(storage_of(study), spec.name, spec.pruner,
+                                           final_fraction=spec.pruning.final_fraction,
+                                           movement=spec.pruning.method == "block_movement")
     if launching:
         if prepared.data_report:
             tracker.log_dict(parent, prepared.data_report, "data_report.json")
