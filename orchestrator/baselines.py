@@ -186,3 +186,23 @@ def _measure_teacher(ctx: Context, placement: Placement, threads: int, device: s
         why = (result.error if result is not None else None) or outcome.reason(tail(log_path))
         raise RuntimeError(f"measuring the teacher baseline on {threads} thread(s) failed: {why} (log: {log_path})")
     return result
+
+
+LOAD_TOLERANCE = 0.5  # load average per core: a larger gap between the two sides of a speed-up is flagged
+
+
+def speedup_tags(trial: dict[str, float], baseline: dict[str, float], baseline_context: str | None) -> dict[str, str]:
+    """How the trial's speed-ups were obtained, and a flag when its two sides were timed under different load."""
+    where = f"in the same measurement context ({baseline_context})" if baseline_context else "in another context"
+    tags = {"sweep.speedup_method": "teacher latency / trial latency, each the p50 of its own timed run: the teacher "
+                                    f"timed once per context before the trials, {where}; not interleaved"}
+    a, b = trial.get(M.MEASURE_LOAD), baseline.get(M.MEASURE_LOAD)
+    if a is None or b is None:
+        tags["sweep.speedup_load"] = "unknown (a side without its load average)"
+        return tags
+    tags["sweep.speedup_load"] = f"load/core: trial {a:.2f}, teacher {b:.2f}"
+    if abs(a - b) > LOAD_TOLERANCE:
+        tags["sweep.speedup_flag"] = (f"timed under different load (load/core {a:.2f} vs the teacher's {b:.2f}, more "
+                                      f"than {LOAD_TOLERANCE} apart): the speed-up is not like for like; "
+                                      "re-measure both with `sweep measure` on a quiet machine")
+    return tags

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from orchestrator import pareto
 from orchestrator.baselines import (baseline_tags, compared_baseline, context_tags, measured_threads,
-                                    placement_threads)
+                                    placement_threads, speedup_tags)
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.early_stopping import JUDGED_SEEDS
@@ -142,7 +142,8 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         watch.failed()
         _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
         return TrialState.FAIL
-    result.tags.update({**baseline_tags(baseline_threads, threads), **context_tags(trial_context, baseline_context)})
+    result.tags.update({**baseline_tags(baseline_threads, threads), **context_tags(trial_context, baseline_context),
+                        **speedup_tags(result.metrics, baseline, baseline_context)})
     if ctx.early_stopping is not None:
         es = ctx.early_stopping
         result.tags["sweep.early_stopping_judged"] = (

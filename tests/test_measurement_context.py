@@ -102,3 +102,17 @@ def test_two_placements_never_share_a_baseline_a_front_or_a_pick(tmp_path):
     assert sorted(t.number for t in report.front) == [0, 1] and report.context == gpu_ctx
     text = caption(report, default)
     assert f"measured in {gpu_ctx}" in text and f"trials measured in {cpu_ctx}" in text and "trials [2]" in text
+
+
+def test_a_speedup_says_how_it_was_obtained_and_flags_two_sides_timed_under_different_load():
+    from orchestrator.baselines import speedup_tags
+
+    busy_teacher = {M.LATENCY_P50_BS1: 25.68, M.MEASURE_LOAD: 1.6}  # the held-out sweep: the machine was busy ...
+    quiet_student = {M.LATENCY_P50_BS1: 3.49, M.MEASURE_LOAD: 0.1}  # ... while the student was timed quietly
+    ctx = measurement_context(device="cpu", threads=2, cpu_model=CPU)
+    tags = speedup_tags(quiet_student, busy_teacher, ctx)
+    assert "not interleaved" in tags["sweep.speedup_method"] and ctx in tags["sweep.speedup_method"]
+    assert tags["sweep.speedup_load"] == "load/core: trial 0.10, teacher 1.60"
+    assert "timed under different load" in tags["sweep.speedup_flag"]
+    assert "sweep.speedup_flag" not in speedup_tags({**quiet_student, M.MEASURE_LOAD: 1.4}, busy_teacher, ctx)
+    assert speedup_tags({M.LATENCY_P50_BS1: 3.0}, busy_teacher, None)["sweep.speedup_load"].startswith("unknown")

@@ -35,6 +35,7 @@ MEMORY_MODEL = "memory_model_mb"  # weights at the deployed precision + peak act
 MEMORY_WEIGHTS = "memory_weights_mb"  # bytes of the deployed weights (int8 weights count 1 byte)
 MEMORY_ACTIVATIONS = "memory_activations_peak_mb"  # peak memory above the loaded model during the measured forwards
 MEMORY_PROCESS_PEAK = "memory_process_peak_mb_infer"  # whole measuring process peak RSS (interpreter + torch included)
+MEASURE_LOAD = "measure_load_per_core"  # 1-min load average per core while latency was timed (other work on the machine)
 MODEL_DISK = "model_disk_mb"  # weight files on disk, at the stored precision
 PARAMS_TOTAL = "params_total"
 PARAMS_ENCODER = "params_encoder"
@@ -122,6 +123,8 @@ METRICS: dict[str, MetricInfo] = {
                    "runtime: the one memory number that compares runtimes)", "minimize"),
         MetricInfo(MEMORY_ACTIVATIONS, "MiB", "peak memory of the forward passes above the loaded model", "minimize"),
         MetricInfo(MEMORY_PROCESS_PEAK, "MiB", "peak RSS of the whole measuring process (includes torch itself)", "minimize"),
+        MetricInfo(MEASURE_LOAD, "load/core", "1-minute load average per logical core, mean of before and after the "
+                   "timed forwards: a speed-up whose two sides differ here was timed under different load", "minimize"),
         MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
         MetricInfo(PARAMS_TOTAL, "count", "all parameters of the model", "minimize"),
         MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),

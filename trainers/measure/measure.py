@@ -127,11 +127,13 @@ def measure_model(
         "measure_threads": str(threads),
         CONTEXT_TAG: measurement_context(device=device, threads=threads, cpu_model=tags.get("hw_cpu_model", "unknown"),
                                          gpu_model=tags.get("hw_gpu_name")),
-        "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
+        "measure_load_avg_1m": f"{load_before} -> {(load_after := _load_avg())} (other work on the machine inflates latency)",
         "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels (reported only)",
         "val_accuracy_scope": (f"validation split, {val['num_examples']} examples, {num_labels} labels (decides)"
                                if val is not None else "no validation split given: val_* not measured"),
     })
+    if "unknown" not in (load_before, load_after):
+        metrics[M.MEASURE_LOAD] = (float(load_before) + float(load_after)) / 2 / (os.cpu_count() or 1)
     metrics.update(model_memory.metrics())
     tags.update(model_memory.tags())
     metrics.update(energy_metrics)
