@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator.cost import Estimate, distinct_trainings, estimate, fold_points, human_seconds
-from orchestrator.spec import SweepSpec
+from orchestrator.spec import SpecError, SweepSpec
 
 Say = Callable[[str], None]
 
@@ -59,7 +59,9 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
     from trainers.models import resolve_model_ref
     from trainers.train import planned_steps
 
+    check_memory_like_for_like(spec)
     model_ref = resolve_model_ref(spec.teacher.model, spec.base_dir)
+    check_block_size(spec, model_ref)
     tokenizer = AutoTokenizer.from_pretrained(model_ref)
     loaded = load_data(spec.data, spec.base_dir, max_seq_len=spec.training.max_seq_len, tokenizer=tokenizer)
     report = loaded.report.render()
@@ -85,18 +87,58 @@ def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: i
         say(f"estimate: {human_seconds(est.wall_s)} wall time with {est.workers} worker(s) = "
             f"{'teacher cached' if cached else 'teacher fine-tune ' + human_seconds(est.teacher_s)} + "
             f"{est.trainings} training(s) x {planned_steps(n_train, spec.training)} steps "
-            f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
+            + (f"(+ {planned_steps(n_train, spec.training.model_copy(update={'epochs': spec.pruning.refill_epochs}))} "
+               "of hybrid-filled retraining when pruned) " if spec.pruning.refills(1e-9) else "")
+            + f"({human_seconds(est.training_s)}) + measuring ({human_seconds(est.measuring_s)}, assumed)")
     return CheckReport(points=points, folded=folded, trainings=trainings, estimate=est, data_report=report)
+
+
+def check_memory_like_for_like(spec: SweepSpec) -> None:
+    """Refuse deciding on memory_model_mb across runtimes: its activation part is measured two ways (torch: the
+    allocator's peak; ONNX Runtime: the process RSS increase), so only memory_weights_mb compares them."""
+    from trainers import metrics as M
+
+    if len(set(spec.search_space.runtime)) < 2:
+        return
+    two_ways = {M.MEMORY_MODEL, M.MEMORY_ACTIVATIONS}
+    fields = [f"objectives.{i}.metric" for i, o in enumerate(spec.objectives) if o.key in two_ways]
+    fields += [f"constraints.{i}.metric" for i, c in enumerate(spec.constraints) if c.key in two_ways]
+    fields += ["export.pick"] if spec.export.pick == "lightest" else []
+    if fields:
+        raise SpecError(f"{spec.source or 'sweep'}: field {fields[0]}: {M.MEMORY_MODEL} is measured two ways across "
+                        f"search_space.runtime {list(spec.search_space.runtime)} (torch: allocator peak; onnxruntime: RSS "
+                        f"increase), so it cannot decide between them; use {M.MEMORY_WEIGHTS} (measured the same way for "
+                        "both) or a single runtime")
+
+
+def check_block_size(spec: SweepSpec, model_ref: str) -> None:
+    """Refuse a block side the model's heads cannot be cut into (before data or compute)."""
+    from transformers import AutoConfig
+
+    from trainers.pruning.config import block_size_problem
+
+    ratios = spec.search_space.pruning_ratio
+    prunes = any(r > 0 for r in ratios) if isinstance(ratios, list) else ratios.high > 0
+    if spec.pruning.method != "block_movement" or not prunes:
+        return
+    config = AutoConfig.from_pretrained(model_ref)
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if not hidden or not heads:
+        return  # not a BERT-like encoder: the pruner names what it expected
+    if (problem := block_size_problem(spec.pruning, head_size=hidden // heads, hidden_size=hidden)) is not None:
+        raise SpecError(f"{spec.source or 'sweep'}: field {problem}")
 
 
 def _teacher_for_calibration(spec, model_ref: str, loaded, data_fp: str, tmp: Path, cache: Path | None) -> tuple[Path, bool]:
     """The cached fine-tuned teacher when there is one; else the base encoder with a fresh head (same shapes)."""
     from transformers import AutoModelForSequenceClassification
 
+    from trainers.precision import resolve_device
     from trainers.teacher import DONE, teacher_key
 
     if cache is not None:
-        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training)
+        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training,
+                                     device=resolve_device(spec.training.device))
         if (cached / DONE).exists():
             return cached / "model", True
     labels = loaded.label_names
@@ -136,8 +178,10 @@ def _calibrated_estimate(spec, teacher_dir: Path, encoded, points: list[dict], t
     teacher_s = 0.0 if cached else teacher_steps * step_seconds[precisions[0]][ratios[0]]
     # Measuring: the latency budget plus a fresh process (interpreter, imports, loading): an assumption, said so.
     measure_s = spec.measure.max_seconds + 10.0
+    refill = planned_steps(n_train, spec.training.model_copy(update={"epochs": spec.pruning.refill_epochs}))
     return estimate(points, steps_per_trial=steps * spec.training.seeds, step_seconds=step_seconds, measure_s_per_trial=measure_s,
-                    teacher_s=teacher_s, workers=workers)
+                    teacher_s=teacher_s, workers=workers,
+                    refill_steps_per_trial=lambda r: refill * spec.training.seeds if spec.pruning.refills(r) else 0)
 
 
 def _ratio_range(spec) -> list[float]:

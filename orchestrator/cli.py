@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
-from orchestrator.terminal import EXPORT_SUMMARY, console, finish, log as _log, print_measurement, run_with_progress
+from orchestrator.terminal import (EXPORT_SUMMARY, console, finish, log as _log, print_measurement, run_with_progress,
+                                   say)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -24,7 +26,7 @@ TRACKING = typer.Option(None, "--tracking-uri", help="MLflow tracking URI; defau
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -64,6 +66,8 @@ def launch(
     tracking_uri: Optional[str] = TRACKING,
     root: Path = ROOT,
     export: bool = typer.Option(True, help="export the picked trial when the sweep ends"),
+    export_interrupted: bool = typer.Option(False, "--export-interrupted",
+                                            help="also export when the sweep is interrupted (a pick from part of the grid)"),
 ) -> None:
     """Run (or resume) the sweep a file describes; ends with the Pareto table and an export.
 
@@ -89,7 +93,7 @@ def launch(
     if spec.sampler.type == "grid":
         queue_grid(ctx, log=_log)
     finished = run_with_progress(ctx, workers, f"sweep {spec.name}")
-    answered = finish(ctx, interrupted=not finished, export=export)
+    answered = finish(ctx, interrupted=not finished, export=export, export_interrupted=export_interrupted)
     _log(f"wall time {time.time() - t0:.0f} s")
     if not (finished and answered):  # interrupted, or no trial completed: a script must not go on to deploy
         raise typer.Exit(1 if finished else 130)
@@ -296,7 +300,7 @@ def _run_checks(sweep_file: Path, spec, *, calibrate: bool, workers: int, root: 
 
     _log(f"sweep {spec.name}: file valid; every precision runs on this hardware")
     try:
-        check_sweep(spec, say=lambda text: console.print(text, highlight=False), calibrate=calibrate,
+        check_sweep(spec, say=say, calibrate=calibrate,
                     workers=workers, teacher_cache=root / "cache" / "teachers", data_report=data_report)
     except Exception as exc:  # noqa: BLE001 - any error here is the answer the user asked for
         _fail(f"{sweep_file}: {type(exc).__name__}: {exc}", code=1)
@@ -343,7 +347,7 @@ def ui(
     base = f"http://{host}:{port}"
     console.print(f"MLflow UI for {uri} at {base} (Ctrl-C to stop)")
     for name, experiment_id, has_view in ui_server.experiments_with_runs(
-            uri, warn=lambda text: console.print(f"[yellow]{text}[/yellow]")):
+            uri, warn=lambda text: console.print(f"[yellow]{escape(text)}[/yellow]")):
         console.print(f"  {name}: {runs_url(base, experiment_id, view=has_view)}", highlight=False, soft_wrap=True)
     artifacts = root / "artifacts" if uri.startswith("sqlite:") else None
     raise typer.Exit(ui_server.serve(ui_server.command(uri, host, port, artifacts)))

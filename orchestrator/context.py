@@ -37,6 +37,8 @@ class Context:
     prepared: PrepareResult
     baseline: dict[str, float] = field(default_factory=dict)
     baselines: dict[int, dict[str, float]] = field(default_factory=dict)  # the teacher per measuring thread count
+    # the teacher per measurement context (trainers.measure.context), what a trial is compared with first
+    baselines_by_context: dict[str, dict[str, float]] = field(default_factory=dict)
     heartbeat_s: float = 10.0
     early_stopping: EarlyStopping | None = None  # the pruner's companion study, when `pruner:` is on
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 from trainers.precision import train_precision
 
@@ -78,16 +79,18 @@ class Estimate:
 
 
 def estimate(points: list[dict], *, steps_per_trial: int, step_seconds: dict[str, dict[float, float]],
-             measure_s_per_trial: float, teacher_s: float = 0.0, workers: int = 1) -> Estimate:
+             measure_s_per_trial: float, teacher_s: float = 0.0, workers: int = 1,
+             refill_steps_per_trial: Callable[[float], int] = lambda ratio: 0) -> Estimate:
     """Wall time = distinct trainings x steps per trial x seconds per step (at the ratio and training
     precision) + a measurement per point (+ the teacher when it is not cached yet).
 
-    `step_seconds[train_precision][ratio]` are the calibrated seconds per step."""
+    `step_seconds[train_precision][ratio]` are the calibrated seconds per step; `refill_steps_per_trial(ratio)`
+    the steps of the hybrid-filled retraining a student pruned at that ratio runs after its training (all seeds)."""
     identities = {training_identity(p) for p in points}
     training = 0.0
     for ratio, _, _, precision, _vocabulary in identities:
         table = step_seconds.get(precision) or step_seconds["fp32"]
-        training += steps_per_trial * seconds_per_step_at(ratio, table)
+        training += (steps_per_trial + refill_steps_per_trial(ratio)) * seconds_per_step_at(ratio, table)
     return Estimate(trainings=len(identities), training_s=training, measuring_s=len(points) * measure_s_per_trial,
                     teacher_s=teacher_s, workers=max(1, workers))
 

@@ -17,9 +17,11 @@ import yaml
 from optuna.trial import TrialState
 
 from orchestrator import pareto
-from orchestrator.baselines import baseline_tags, measured_threads, placement_threads
+from orchestrator.baselines import (baseline_tags, compared_baseline, context_tags, measured_threads,
+                                    placement_threads, speedup_tags)
 from orchestrator.child_process import HOST, Outcome, Placement, run_job, tail
 from orchestrator.context import Context, Log, work_dir
+from orchestrator.early_stopping import JUDGED_SEEDS
 from orchestrator.record import beat, frozen, mark_pruned, set_trial, set_trial_quietly, tell, trial_record
 from orchestrator.prediction_files import teacher_predictions
 from orchestrator.recovery import close_lost_run, record_failure
@@ -32,6 +34,7 @@ from trainers import metrics as M
 from trainers.config import TrialConfig
 from trainers.jobs import TrialResult
 from trainers.measure.predictions import load as load_predictions
+from trainers.measure.context import context_of
 
 
 def trial_config(ctx: Context, params: dict, number: int, placement: Placement | None = None) -> TrialConfig:
@@ -125,7 +128,9 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         return _pruned(ctx, trial, run_id, result, outcome, watch, asked_at, log_path, log)
     else:
         threads = measured_threads(result.tags) or placement_threads(placement, spec.measure.threads)
-        baseline_threads, baseline = pareto.baseline_for(ctx.baselines, threads, ctx.baseline)
+        trial_context = context_of(result.tags)  # where it was measured: it is divided by the teacher measured there
+        baseline_context, baseline_threads, baseline = compared_baseline(ctx.baselines_by_context, trial_context,
+                                                                         ctx.baselines, threads, ctx.baseline)
         metrics = {**result.metrics, **pareto.deltas(result.metrics, baseline)}
         if result.predictions and Path(result.predictions).is_file():  # pooled and paired intervals, from the rows
             metrics.update(decision_metrics(load_predictions(result.predictions), teacher_rows(ctx)))
@@ -142,10 +147,18 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
         watch.failed()
         _write_timings(cfg.output_dir, asked_at, outcome, result, TrialState.FAIL)
         return TrialState.FAIL
-    result.tags.update(baseline_tags(baseline_threads, threads))
-    watch.complete(metrics.get(M.VAL_ACCURACY))
+    result.tags.update({**baseline_tags(baseline_threads, threads), **context_tags(trial_context, baseline_context),
+                        **speedup_tags(result.metrics, baseline, baseline_context)})
+    if ctx.early_stopping is not None:
+        es = ctx.early_stopping
+        result.tags["sweep.early_stopping_judged"] = (
+            f"{JUDGED_SEEDS}; evaluations from {1 - es.final_fraction if es.movement else 0:.0%} of its steps on "
+            "(the pruning schedule at its final fraction)" if result.reused_training_of is None else
+            f"not judged: reused the training of {result.reused_training_of} (no curve, no startup trial)")
+    watch.complete(metrics.get(M.VAL_ACCURACY), result.reused_training_of)
     return _complete(ctx, trial, run_id, metrics, result, outcome, asked_at, log_path, result_path, log,
-                     baseline=baseline, baseline_threads=baseline_threads)
+                     baseline=baseline, baseline_threads=baseline_threads,
+                     contexts={"measurement_context": trial_context, "baseline_context": baseline_context})
 
 
 def teacher_rows(ctx: Context):
@@ -187,7 +200,7 @@ def _pruned(ctx: Context, trial: optuna.Trial, run_id: str, result: TrialResult,
 
 def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, result: TrialResult, outcome: Outcome,
               asked_at: float, log_path: Path, result_path: Path, log: Log, *, baseline: dict | None = None,
-              baseline_threads: int | None = None) -> TrialState:
+              baseline_threads: int | None = None, contexts: dict | None = None) -> TrialState:
     """Tell Optuna the objective values and constraints, then log everything to the MLflow run."""
     spec, study, number = ctx.spec, ctx.study, trial.number
     baseline = ctx.baseline if baseline is None else baseline
@@ -195,7 +208,7 @@ def _complete(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict, res
     try:
         for c in spec.constraints:
             trial.set_constraint(c.label, pareto.constraint_value(c, metrics, baseline))
-        set_trial(study, trial, metrics=metrics, baseline_threads=baseline_threads, **_shared(result),
+        set_trial(study, trial, metrics=metrics, baseline_threads=baseline_threads, **(contexts or {}), **_shared(result),
                   pruning={k: v for k, v in result.pruning.items() if isinstance(v, (int, float, str))})
         told = tell(study, trial, values)
     except optuna.exceptions.UpdateFinishedTrialError:

@@ -9,6 +9,7 @@ step) and asks the pruner whether to stop. The companion study holds nothing but
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Union
 
 import optuna
@@ -70,32 +71,53 @@ def is_companion(study_name: str) -> bool:
     return study_name.endswith(SUFFIX)
 
 
+def judged_from(total_steps: int, final_fraction: float, *, movement: bool) -> int:
+    """The first optimiser step whose evaluation early stopping judges.
+
+    Block movement masks `ratio x progress` of the weights mid-schedule, so before the schedule reaches
+    its final fraction a high-ratio trial is judged more damaged than a low-ratio one at the same step.
+    From step (1 - final_fraction) x total on, every trial is at its own final ratio: like is compared
+    with like. One-shot pruning removes everything before training: every evaluation is judged."""
+    return math.ceil((1.0 - final_fraction) * total_steps) if movement else 0
+
+
+JUDGED_SEEDS = "the first seed's curve (seed training.seed); later seeds of a trial are not judged"
+
+
 class EarlyStopping:
     """The companion study of one sweep (opened by every worker of the sweep)."""
 
-    def __init__(self, storage, study_name: str, cfg: PrunerConfig):
+    def __init__(self, storage, study_name: str, cfg: PrunerConfig, *, final_fraction: float = 0.0,
+                 movement: bool = False):
         self.cfg = cfg
+        self.final_fraction, self.movement = final_fraction, movement
         self.study = optuna.create_study(study_name=companion_name(study_name), storage=storage, direction="maximize",
                                          pruner=make_pruner(cfg), load_if_exists=True)
 
     def twin(self, main_trial_number: int) -> "Twin":
         trial = self.study.ask()
         trial.set_user_attr("main_trial", main_trial_number)
-        return Twin(self.study, trial)
+        return Twin(self.study, trial, self)
+
+    def judged_from(self, total_steps: int) -> int:
+        return judged_from(total_steps, self.final_fraction, movement=self.movement)
 
 
 class Twin:
     """One trial's stand-in in the companion study: reported to while it trains, told how it ended."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial):
-        self.study, self.trial = study, trial
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, early_stopping: "EarlyStopping | None" = None):
+        self.study, self.trial, self.early_stopping = study, trial, early_stopping
         self.last_step: int | None = None
         self.last_value: float | None = None
         self.finished = False
 
-    def report(self, step: int, val_accuracy: float) -> bool:
-        """Report one evaluation; True when the pruner says stop. Repeated steps are ignored."""
+    def report(self, step: int, val_accuracy: float, total_steps: int | None = None) -> bool:
+        """Report one evaluation; True when the pruner says stop. Repeated steps (a later seed's curve) and,
+        given `total_steps`, steps before the pruning schedule's final fraction are ignored."""
         if self.finished or (self.last_step is not None and step <= self.last_step):
+            return False
+        if total_steps is not None and self.early_stopping is not None and step < self.early_stopping.judged_from(total_steps):
             return False
         self.trial.report(float(val_accuracy), step)
         self.last_step, self.last_value = step, float(val_accuracy)
@@ -104,6 +126,11 @@ class Twin:
     def complete(self, val_accuracy: float | None) -> None:
         value = val_accuracy if val_accuracy is not None else self.last_value
         self._tell(TrialState.COMPLETE if value is not None else TrialState.FAIL, value)
+
+    def reused(self, trained_by: str) -> None:
+        """The trial reused another's training: no curve of its own, so it is no startup trial (FAIL, said why)."""
+        self.trial.set_user_attr("not_judged", f"reused the training of {trained_by}: no curve of its own")
+        self._tell(TrialState.FAIL, None)
 
     def pruned(self) -> None:
         self._tell(TrialState.PRUNED, None)

@@ -109,7 +109,9 @@ def _shapes(model_dir: Path) -> dict:
 
 
 def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule: str, out_dir: Path) -> dict:
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    from orchestrator.contexts import pick_candidates
+
+    completed = pick_candidates(study)  # one measurement context: a pick never compares two devices or hosts
     if not completed:
         raise ValueError(f"study {study.study_name!r} has no completed trial to export")
     chosen, why = pareto.pick_with_reason(completed, rule, rel_tol=spec.measure.rel_tol, paired=paired_accuracy(tracker))

@@ -74,12 +74,17 @@ class Row:
 
 
 def rows(trials: Sequence[FrozenTrial], baseline: dict[str, float],
-         baselines: dict[int, dict[str, float]] | None = None) -> list[Row]:
-    """Each trial with its deltas against the teacher measured on its own thread count (when known)."""
+         baselines: dict[int, dict[str, float]] | None = None,
+         by_context: dict[str, dict[str, float]] | None = None) -> list[Row]:
+    """Each trial with its deltas against the teacher measured in its own measurement context (device, threads,
+    hardware), else on its own thread count (studies from before contexts)."""
     out = []
     for t in sorted(trials, key=lambda t: t.number):
         record = trial_record(t)
-        _, reference = baseline_for(baselines or {}, record.baseline_threads, baseline)
+        if record.baseline_context is not None and record.baseline_context in (by_context or {}):
+            reference = by_context[record.baseline_context]
+        else:
+            _, reference = baseline_for(baselines or {}, record.baseline_threads, baseline)
         out.append(Row(t.number, dict(t.params), record.metrics, deltas(record.metrics, reference), feasible(t),
                        record.mlflow_run_id))
     return out
@@ -115,6 +120,11 @@ def pick_with_reason(front: Sequence[FrozenTrial], rule: str, *, rel_tol: float 
     if not candidates:
         raise ValueError("no completed trial meets the sweep's constraints; loosen them or pick with trial:N")
     metric, direction = PICK_RULES[rule]
+    runtimes = {t.params.get("runtime", "torch") for t in candidates}
+    if metric in (M.MEMORY_MODEL, M.MEMORY_ACTIVATIONS) and len(runtimes) > 1:
+        raise ValueError(f"--pick {rule}: {metric} is measured two ways across runtimes {sorted(runtimes)} (torch: "
+                         f"allocator peak; onnxruntime: RSS increase); pick by trial:N or smallest, or compare "
+                         f"{M.MEMORY_WEIGHTS}, which is measured the same way for both")
     sign = 1.0 if direction == "minimize" else -1.0
     m = {t.number: trial_record(t).metrics for t in candidates}
     acc = lambda t: m[t.number].get(M.VAL_ACCURACY, 0.0)  # noqa: E731

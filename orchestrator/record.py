@@ -41,6 +41,9 @@ class TrialRecord(BaseModel):
     metrics: dict[str, float] = {}
     pruning: dict[str, Any] = {}
     baseline_threads: int | None = None  # the thread count of the teacher baseline its deltas/constraints used
+    # where it was measured (trainers.measure.context: hardware, device, threads) and so which baseline it divides by
+    measurement_context: str | None = None
+    baseline_context: str | None = None  # the context of the teacher baseline it was compared with
     # Train once, measure many: the shared training this trial's student is, and who trained it.
     training_key: str | None = None
     reused_training_of: str | None = None  # None: trained by this trial
@@ -66,6 +69,10 @@ class StudyRecord(BaseModel):
     # compared with the teacher measured on as many threads as it was (pareto.baseline_for).
     baselines_by_threads: dict[str, dict[str, float]] = {}
     baseline_run_ids_by_threads: dict[str, str] = {}
+    # The teacher per measurement context (trainers.measure.context: CPU/GPU model, device, threads): a trial is
+    # compared with the teacher measured where it was measured; per-host baselines on a cluster use the same key.
+    baselines_by_context: dict[str, dict[str, float]] = {}
+    baseline_run_ids_by_context: dict[str, str] = {}
     # The sweep's one-off costs (teacher fine-tune, teacher logits): on the parent run, charged to no row.
     oneoff_metrics: dict[str, float] = {}
     oneoff_tags: dict[str, str] = {}

@@ -35,20 +35,27 @@ class FrontReport:
     method_tags: dict[str, str] = field(default_factory=dict)
     seeds: int = 1
     constraints: list = field(default_factory=list)  # spec.Constraint: the caption says which rule each one used
+    by_context: dict[str, dict[str, float]] = field(default_factory=dict)  # the teacher per measurement context
+    context: str | None = None  # the measurement context of this front (trainers.measure.context)
+    other_fronts: dict[str | None, list[int]] = field(default_factory=dict)  # other contexts: their own fronts
 
 
 def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTrial] | None = None) -> FrontReport:
     """Optuna's front with ties within measurement noise broken (pareto.break_ties), and what the caption needs."""
+    from orchestrator.contexts import main_front
+
     record = study_record(study)
-    front = list(study.best_trials if front is None else front)
-    kept_rows, notes = pareto.break_ties(pareto.rows(front, record.baseline_metrics), [o.key for o in spec.objectives],
-                                         spec.measure.rel_tol)
+    context, main, others = main_front(study)
+    front = list(main if front is None else front)
+    kept_rows, notes = pareto.break_ties(pareto.rows(front, record.baseline_metrics, by_context=record.baselines_by_context),
+                                         [o.key for o in spec.objectives], spec.measure.rel_tol)
     kept = {r.number for r in kept_rows}
     return FrontReport(front=[t for t in front if t.number in kept], notes=notes,
                        baselines={int(k): v for k, v in record.baselines_by_threads.items()},
                        oneoff=record.oneoff_metrics, oneoff_tags=record.oneoff_tags,
-                       method_tags=record.measure_method_tags, seeds=spec.training.seeds,
-                       constraints=list(spec.constraints))
+                       method_tags=record.measure_method_tags, seeds=spec.training.seeds, context=context,
+                       other_fronts={c: [t.number for t in f] for c, f in others.items()},
+                       by_context=record.baselines_by_context, constraints=list(spec.constraints))
 
 
 def _acc(metrics: dict[str, float], name: str, seeds: int) -> str:
@@ -114,6 +121,11 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
         per = ", ".join(f"{t} threads: {b.get(M.LATENCY_P50_BS1, math.nan):.2f} ms" for t, b in sorted(report.baselines.items()))
         lines.append(f"each student is compared with the teacher measured on its own thread count ({per}); "
                      "the teacher row shows the all-core measurement")
+    if report.context is not None:
+        lines.append(f"measured in {report.context}; each student is divided by the teacher measured in its own context")
+    for other, numbers in report.other_fronts.items():
+        lines.append(f"not on this front: trials measured in {other or 'an unrecorded context'} (other hardware or "
+                     f"device) form a front of their own, trials {numbers}; their numbers are not comparable with these")
     tags = report.method_tags
     if tags:
         sources = "; ".join(f"{part}: {tags[key]}" for part in ("cpu", "gpu", "ram")
@@ -142,7 +154,8 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
                       _acc(baseline, M.TEST_ACCURACY, 1), _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
                       _fmt(baseline.get(M.MEMORY_MODEL), ".1f"), "-",
                       _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"), "", style="dim")
-    for row in pareto.rows(front, baseline, report.baselines if report is not None else None):
+    for row in pareto.rows(front, baseline, report.baselines if report is not None else None,
+                           by_context=report.by_context if report is not None else None):
         m, d, p = row.metrics, row.deltas, row.params
         table.add_row(
             str(row.number), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",

@@ -20,6 +20,7 @@ from trainers.deploy.inference import ORT_PRECISIONS, RUNTIMES, runtime_unsuppor
 from trainers.strict import Strict
 from trainers.data.config import DataConfig
 from trainers.measure.config import MeasureConfig
+from trainers.measure.context import mixed_devices_problem
 from trainers.precision import PRECISIONS, resolve_device, unsupported_reason
 from trainers.pruning.config import PruningConfig
 from trainers.teacher_config import TeacherConfig
@@ -146,12 +147,21 @@ class Objective(OnMetric):
 class Constraint(OnMetric):
     """A bound on a metric, absolute or relative to the teacher (the baseline run)."""
 
-    max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point)")
+    max_drop: float | None = Field(None, description="teacher - trial <= max_drop (e.g. accuracy 0.01 = 1 point); "
+                                   ">= 0 (to ask for better than the teacher, use min)")
     max_ratio: float | None = Field(None, gt=0, description="trial / teacher <= max_ratio (e.g. latency 0.5)")
     max: float | None = None
     min: float | None = None
     confidence: float | None = Field(None, description="accuracy max_drop only: hold when the lower end of the paired "
                                      "95 % interval of (trial - teacher) is >= -max_drop (default: the point estimate)")
+
+    @field_validator("max_drop")
+    @classmethod
+    def _drop_not_negative(cls, v: float | None) -> float | None:
+        if v is not None and v < 0:
+            raise ValueError("max_drop is how much worse than the teacher a trial may be, so it must be >= 0 "
+                             "(to ask for better than the teacher, give min: the value)")
+        return v
 
     @model_validator(mode="after")
     def _one_bound(self) -> "Constraint":
@@ -354,6 +364,20 @@ def check_precisions(spec: SweepSpec, path: Path | str = "sweep") -> None:
         raise SpecError(
             f"{path}: field search_space.precision: cannot run on this machine ({device}): " + "; ".join(problems)
         )
+    try:
+        measure_device = resolve_device(spec.measure.device)
+    except ValueError as exc:
+        raise SpecError(f"{path}: field measure.device: {exc}") from None
+    check_one_measuring_device(spec, path, measure_device=measure_device)
+
+
+def check_one_measuring_device(spec: SweepSpec, path: Path | str, *, measure_device: str) -> None:
+    """Refuse points measured on two devices (on a CUDA host int8 and ONNX Runtime measure on the CPU)."""
+    space = spec.search_space
+    points = space.grid() if space.is_grid() else [{"precision": p, "runtime": r} for p in space.precision
+                                                   for r in space.runtime]
+    if (problem := mixed_devices_problem(points, measure_device)) is not None:
+        raise SpecError(f"{path}: field measure.device: {problem}")
 
 
 def stored_spec(record, name: str, *, check_hardware: bool = False) -> SweepSpec:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
 from orchestrator.child_process import Placement, prewarm
+from trainers.measure.context import context_of
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
 from orchestrator.cleanup import Removal, plan_removal, remove
@@ -101,7 +102,9 @@ def open_sweep(
     ctx = Context(spec=spec, study=study, storage_url=storage_url, tracker=tracker, experiment_id=experiment_id,
                   parent_run_id=parent, root=root, prepared=prepared, heartbeat_s=heartbeat_s)
     if spec.pruner.enabled:
-        ctx.early_stopping = EarlyStopping(storage_of(study), spec.name, spec.pruner)
+        ctx.early_stopping = EarlyStopping(storage_of(study), spec.name, spec.pruner,
+                                           final_fraction=spec.pruning.final_fraction,
+                                           movement=spec.pruning.method == "block_movement")
     if launching:
         if prepared.data_report:
             tracker.log_dict(parent, prepared.data_report, "data_report.json")
@@ -174,7 +177,7 @@ def record_baseline(ctx: Context, log: Log) -> None:
     ctx.baseline = baseline
     threads = measured_threads(prep.baseline_tags)
     if threads is not None:
-        remember_baseline(ctx, threads, baseline, run_id)
+        remember_baseline(ctx, threads, baseline, run_id, context=context_of(prep.baseline_tags))
     b = baseline
     log(f"baseline (teacher): val accuracy {b.get(M.VAL_ACCURACY, math.nan):.4f}, "
         f"test accuracy {b.get(M.TEST_ACCURACY, math.nan):.4f} (reported), "

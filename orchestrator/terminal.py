@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from trainers import metrics as M
@@ -31,7 +32,13 @@ EXPORT_SUMMARY = (
 
 
 def log(message: str) -> None:
-    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}", highlight=False)
+    """One timestamped line; the message is text, never markup (`[full, trimmed]`, `layer[i]` survive)."""
+    console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(message)}", highlight=False)
+
+
+def say(text: str) -> None:
+    """Print text as it is (data reports, error messages): no rich markup is read from it."""
+    console.print(text, markup=False, highlight=False)
 
 
 PHASE_LABELS = {"teacher_fine_tune": "teacher fine-tune", "teacher_logits": "teacher logits",
@@ -67,7 +74,7 @@ class PreparationProgress:
         self.progress.__exit__(*exc)
 
     def report(self, text: str) -> None:
-        console.print(text, highlight=False)
+        say(text)
 
     def event(self, event) -> None:
         if event.phase not in self.tasks:
@@ -148,8 +155,11 @@ def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
     return True
 
 
-def finish(ctx, *, interrupted: bool, export: bool) -> bool:
-    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick; False when no trial completed."""
+def finish(ctx, *, interrupted: bool, export: bool, export_interrupted: bool = False) -> bool:
+    """Close the sweep (`sweep.close_sweep`), then print the front and export the pick; False when no trial completed.
+
+    An interrupted sweep shows its partial front and leaves the export folder alone (a pick from part of the
+    grid must not replace an export), unless `export_interrupted`."""
     from orchestrator.export import export_trial
     from orchestrator.report import pareto_table
     from orchestrator.sweep import close_sweep
@@ -157,12 +167,19 @@ def finish(ctx, *, interrupted: bool, export: bool) -> bool:
 
     closed = close_sweep(ctx, interrupted=interrupted)
     front, c, plot = closed.front, closed.counts, closed.plot
-    console.print(pareto_table(front, ctx.baseline, f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)",
-                               report=closed.report))
+    title = f"Pareto front of {ctx.spec.name} ({len(front)} of {c['complete']} completed trials)"
+    if interrupted:
+        title = f"Partial {title[0].lower()}{title[1:]}: interrupted with {c['waiting']} trial(s) still to run"
+    console.print(pareto_table(front, ctx.baseline, title, report=closed.report))
     console.print(f"trials: {c['complete']} completed, {c['pruned']} pruned (early stopping), {c['fail']} failed, "
                   f"{c['waiting']} queued")
     exported = None
-    if export and front:
+    if export and front and interrupted and not export_interrupted:
+        out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
+        log(f"not exported: the sweep was interrupted, and a pick from part of the grid would replace {out}/; "
+            f"relaunch to finish, or `sweep export {ctx.spec.name}` (or `sweep launch --export-interrupted`) to export "
+            f"from what completed")
+    elif export and front:
         out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
         try:
             doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)

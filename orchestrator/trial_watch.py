@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.early_stopping import EarlyStopping, Twin
+from orchestrator.early_stopping import JUDGED_SEEDS, EarlyStopping, Twin
 from trainers.progress import PROGRESS_FILE, STOP_FILE, VERDICT_FILE, ProgressEvent, read_events, record_verdict, request_stop
 
 
@@ -33,9 +33,11 @@ class TrialWatch:
             self.last = event
             if event.kind != "eval" or event.val_accuracy is None or self.twin is None:
                 continue
-            if self.twin.report(event.step, event.val_accuracy) and may_stop and self.stop_reason is None:
+            if self.twin.report(event.step, event.val_accuracy, event.total_steps) and may_stop and self.stop_reason is None:
                 self.stop_reason = (f"early stopping ({self.twin.study.pruner.__class__.__name__}): validation accuracy "
-                                    f"{event.val_accuracy:.4f} at step {event.step} of {event.total_steps}")
+                                    f"{event.val_accuracy:.4f} at step {event.step} of {event.total_steps} "
+                                    f"(judged: {JUDGED_SEEDS}, from step "
+                                    f"{self.twin.early_stopping.judged_from(event.total_steps) if self.twin.early_stopping else 0})")
                 request_stop(self.output_dir, self.stop_reason)
             judged = event.step
         if judged is not None and self.stop_reason is None:
@@ -45,8 +47,10 @@ class TrialWatch:
         """The child exited: take in the evaluations it wrote last (the curve other trials are judged by)."""
         self.poll(may_stop=False)
 
-    def complete(self, val_accuracy: float | None) -> None:
-        if self.twin is not None:
+    def complete(self, val_accuracy: float | None, reused_training_of: str | None = None) -> None:
+        if self.twin is not None and reused_training_of is not None and self.twin.last_step is None:
+            self.twin.reused(reused_training_of)
+        elif self.twin is not None:
             self.twin.complete(val_accuracy)
 
     def pruned(self) -> None:

@@ -304,6 +304,14 @@ def test_missing_file_and_missing_column(tmp_path):
     assert "d.csv" in msg and "'text'" in msg and "data.text_column" in msg and "['sentence', 'category']" in msg
 
 
+def test_a_tab_separated_csv_is_named_with_the_setting_that_reads_it(tmp_path):
+    write(tmp_path / "d.csv", "Text\tLabel\nhello there\ta\n")
+    with pytest.raises(DataError) as e:
+        load_data(DataConfig(train="d.csv"), tmp_path)
+    msg = one_line_error(e)
+    assert "d.csv" in msg and "tab-separated" in msg and "data.format: tsv" in msg
+
+
 def test_undecodable_bytes_report_the_byte_offset(tmp_path):
     data = "text,label\ngood day,a\n".encode() + b"caf\xe9 au lait,b\n"
     write(tmp_path / "latin1.csv", data)
@@ -447,6 +455,11 @@ def test_demo_dataset_auto_split_and_max_rows():
     small = load_data(cfg.model_copy(update={"max_rows": 40}), DEMO.parent)
     assert small.report.rows == {"train": 40, "validation": 40, "test": 40}
     assert set(Counter(small.splits["train"].labels).values()) == {10}
+    # 30 of each label's 110 rows are used: the warning names the sampling, not a cleaning problem that is not there
+    assert small.report.problems == []
+    lost = [w for w in small.report.warnings if "'sports'" in w]
+    assert lost == ["label 'sports': 30 of its 110 valid rows are used because max_rows=40 sampled them down to 30 "
+                    "(a stratified sample per split); cleaning kept 110"]
 
 
 # ---------------------------------------------------------------- tokenised cache

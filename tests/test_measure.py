@@ -403,7 +403,8 @@ def expected_names(b: int) -> set[str]:
     names = {"test_accuracy", "test_macro_f1", "test_examples", "params_total", "params_encoder",
              "memory_process_peak_mb_infer", "memory_process_rss_peak_mb_infer",
              "memory_process_rss_increase_mb_infer",
-             MEMORY_MODEL, MEMORY_WEIGHTS, MEMORY_ACTIVATIONS, ENERGY_PER_1K, EMISSIONS_PER_1K}
+             MEMORY_MODEL, MEMORY_WEIGHTS, MEMORY_ACTIVATIONS, ENERGY_PER_1K, EMISSIONS_PER_1K,
+             "measure_load_per_core"}  # the load the latency was timed under: a speed-up compares both sides'
     for n in {1, b}:
         names |= {f"latency_ms_p50_bs{n}", f"latency_ms_p90_bs{n}", f"latency_ms_p99_bs{n}",
                   f"throughput_samples_per_s_bs{n}"}
@@ -429,6 +430,7 @@ def test_measure_model_reports_every_metric_with_units(tmp_path):
                 "hw_cpu_model", "hw_torch_version"):
         assert key in m.tags, key
     assert m.tags["measure_threads"] == "1" and m.tags["latency_bs4_threads"] == "1"
+    assert m.tags["measurement_context"].startswith("cpu|threads=1|cpu=")  # where: the key baselines are kept by
     assert m.tags["accuracy_scope"].startswith("test split, 7 examples")
     assert not model.training
 

@@ -339,6 +339,28 @@ def test_ffn_widths_round_up_to_multiples_of_eight():
     assert 0.43 - 0.03 <= plan.achieved_ratio() <= 0.43  # rounding up only ever keeps more
 
 
+
+def test_block_movement_rounds_ffn_widths_up_with_the_best_scored_neurons():
+    """ffn_round_to gives back the highest-scored removed neurons, not the lowest-numbered ones."""
+    model = tiny_bert()
+    pruner = scored_pruner(model, 0.3, ffn_round_to=8)
+    for s in pruner.scores:  # 29 neurons far above every block (kept), 35 below them, best at the highest index
+        s["ffn"].data.copy_(torch.cat([torch.linspace(-6.0, -4.0, 35), torch.linspace(5.0, 6.0, 29)]))
+    pruner.on_step(1, 1)
+    plan = pruner.finalize(model)
+    for lp in plan.layers:  # 29 kept -> 32: the three best removed ones (32, 33, 34) come back
+        assert lp.ffn == list(range(32, 64)), f"kept {lp.ffn}"
+
+
+def test_a_block_size_that_does_not_divide_the_heads_is_named_with_the_divisors():
+    from trainers.pruning.config import block_size_problem
+
+    problem = block_size_problem(PruningConfig(block_size=7), head_size=32, hidden_size=384)
+    assert problem == ("pruning.block_size: 7 does not divide the model's head size 32 (hidden size 384); "
+                       "use one of [1, 2, 4, 8, 16, 32] or 'head'")
+    assert block_size_problem(PruningConfig(block_size=16), head_size=32, hidden_size=384) is None
+    assert block_size_problem(PruningConfig(block_size="head"), head_size=32, hidden_size=384) is None
+
 # ---- physical removal -----------------------------------------------------------------------------
 
 

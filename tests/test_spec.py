@@ -59,6 +59,8 @@ def with_(update: dict) -> dict:
          "test reports, never chooses"),
         ({"constraints": [{"metric": "test_macro_f1", "min": 0.5}]}, "constraints.0.metric", "test reports, never chooses"),
         ({"export.pick": "quickest"}, "export.pick", "expected one of"),
+        ({"constraints": [{"metric": "accuracy", "max_drop": -0.1}]}, "constraints.0.max_drop",
+         "must be >= 0 (to ask for better than the teacher, give min"),
     ],
 )
 def test_field_errors_name_file_field_and_expectation(tmp_path, update, field, expected):
@@ -69,6 +71,18 @@ def test_field_errors_name_file_field_and_expectation(tmp_path, update, field, e
     assert str(path) in message
     assert f"field {field}" in message
     assert expected in message
+
+
+def test_a_block_size_the_models_heads_cannot_take_is_refused_before_any_compute(tmp_path, tiny_encoder):
+    """block_size 7 on 8-wide heads would silently run with 1x1 blocks; the check names field and head size."""
+    from orchestrator.check import check_sweep
+
+    doc = with_({"teacher.model": str(tiny_encoder), "pruning": {"block_size": 7}, "data.path": "absent.csv"})
+    spec = load_sweep(write(tmp_path, doc), check_hardware=False)
+    with pytest.raises(SpecError) as err:  # raised before the (absent) data is read
+        check_sweep(spec, say=print, calibrate=False)
+    assert str(err.value) == (f"{spec.source}: field pruning.block_size: 7 does not divide the model's head size 8 "
+                              "(hidden size 32); use one of [1, 2, 4, 8] or 'head'")
 
 
 def test_invalid_yaml_names_line(tmp_path):

@@ -41,6 +41,10 @@ def test_estimate_counts_each_distinct_training_once_at_its_calibrated_speed():
     assert est.trainings == 4  # (0, fp32+int8), (0, bf16), (0.5, fp32+int8), (0.5, bf16)
     assert est.training_s == pytest.approx(10 * (1.0 + 2.0 + 0.75 + 1.5))
     assert est.wall_s == pytest.approx(5.0 + est.training_s + 6 * 3.0)
+    # the hybrid-filled retraining of the pruned students runs at their speed too
+    refilled = estimate(points, steps_per_trial=10, step_seconds=step, measure_s_per_trial=3.0, teacher_s=5.0,
+                        refill_steps_per_trial=lambda ratio: 4 if ratio > 0 else 0)
+    assert refilled.training_s == pytest.approx(est.training_s + 4 * (0.75 + 1.5))
 
 
 @pytest.mark.parametrize("kind", ["median", "threshold", "successive_halving", "hyperband"])

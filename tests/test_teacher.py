@@ -90,3 +90,31 @@ def test_a_classifier_over_other_labels_is_a_clear_error(tiny_encoder):
     config.id2label = {0: "Auto", 1: "Politics"}
     with pytest.raises(ValueError, match=r"does not match the dataset's labels.*missing from the model: \['sports'\]"):
         label_order(config, ["Auto", "sports"], "some/model")
+
+
+def test_every_training_field_the_fine_tune_reads_is_in_the_teacher_key(tmp_path, tiny_encoder):
+    """weight_decay, warmup_ratio and the training device decide the teacher's weights: changing one builds a
+    new teacher; the student's own budget (epochs, seeds, evaluation) does not."""
+    csv = make_topics_csv(tmp_path / "a.csv")
+    first = _prepare(tiny_encoder, csv, tmp_path / "cache")
+    global TRAINING
+    saved = TRAINING
+    try:
+        TRAINING = saved.model_copy(update={"weight_decay": 0.1})
+        decayed = _prepare(tiny_encoder, csv, tmp_path / "cache")
+    finally:
+        TRAINING = saved
+    assert decayed.built_now and decayed.key != first.key
+    from trainers.teacher import NOT_TEACHER_SETTINGS, teacher_key
+
+    def key(device="cpu", **update):
+        return teacher_key(str(tiny_encoder), TEACHER, "fp", TRAINING.model_copy(update=update), device=device)
+
+    assert key(warmup_ratio=0.3) != key()
+    assert key(device="cuda") != key() and key(device="cuda:0") == key(device="cuda:1")
+    assert key(epochs=9, seeds=3, eval_batch_size=7, eval_every_steps=5, learning_rate=1.0) == key()
+    # `training.device: auto` is keyed as the device it resolves to, not as the word
+    assert key(device="cpu") == teacher_key(str(tiny_encoder), TEACHER, "fp", TRAINING.model_copy(update={"device": "auto"}), device="cpu")
+    # a field added to TrainingConfig later is keyed unless it is named as not deciding the teacher
+    assert set(TrainingConfig.model_fields) - NOT_TEACHER_SETTINGS >= {"weight_decay", "warmup_ratio", "seed",
+                                                                       "max_seq_len"}

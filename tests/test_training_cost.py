@@ -250,3 +250,25 @@ def test_a_trial_asked_to_stop_ends_pruned_with_its_partial_cost_and_shares_noth
     assert result.ok and result.pruned and result.metrics["train_steps"] == 1.0
     assert result.model_dir is None and "latency_ms_p50_bs1" not in result.metrics
     assert find_training(tmp_path / "trainings", result.training_key) is None
+
+
+def test_the_hybrid_filled_retraining_is_counted_in_steps_seconds_and_the_plan(tmp_path, teacher_dir):
+    """The retraining after a hybrid-filled finalize is training: in train_steps, train_steps_planned, train_seconds."""
+    from trainers.trial import run_trial
+
+    logs: list[str] = []
+    cfg = _trial_config(tmp_path, teacher_dir, "t0").model_copy(
+        update={"pruning": PruningConfig(method="block_movement", block_size=4, refill_epochs=2)})
+    result = run_trial(cfg, log=logs.append)
+    assert any("hybrid filled: retraining 2 epoch(s)" in line for line in logs), "no block was restored"
+    main = next(int(line.split("/")[1].split()[0]) for line in logs if line.startswith("step "))  # "step i/N (epoch"
+    # main: 1 epoch = N steps; the retraining: 2 epochs of the same rows = 2N steps
+    assert result.metrics["train_steps"] == result.metrics["train_steps_planned"] == 3 * main
+    stats = find_training(tmp_path / "trainings", result.training_key).meta["stats"]
+    assert stats["refill_steps"] == 2 * main and stats["refill_seconds"] > 0
+    assert result.metrics["train_seconds"] == pytest.approx(stats["seconds"] + stats["refill_seconds"])
+    # and a trial that reuses the training reports the same cost
+    again = run_trial(cfg.model_copy(update={"name": "t1", "output_dir": tmp_path / "t1", "precision": "int8"}),
+                      log=lambda _: None)
+    assert again.reused_training_of == "t0" and again.metrics["train_steps"] == result.metrics["train_steps"]
+    assert again.metrics["train_seconds"] == result.metrics["train_seconds"]

@@ -35,6 +35,7 @@ MEMORY_MODEL = "memory_model_mb"  # weights at the deployed precision + peak act
 MEMORY_WEIGHTS = "memory_weights_mb"  # bytes of the deployed weights (int8 weights count 1 byte)
 MEMORY_ACTIVATIONS = "memory_activations_peak_mb"  # peak memory above the loaded model during the measured forwards
 MEMORY_PROCESS_PEAK = "memory_process_peak_mb_infer"  # whole measuring process peak RSS (interpreter + torch included)
+MEASURE_LOAD = "measure_load_per_core"  # 1-min load average per core while latency was timed (other work on the machine)
 MODEL_DISK = "model_disk_mb"  # weight files on disk, at the stored precision
 PARAMS_TOTAL = "params_total"
 PARAMS_ENCODER = "params_encoder"
@@ -124,17 +125,24 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(LATENCY_P50_BS1, "ms", "median wall time of one forward pass at batch 1", "minimize"),
         MetricInfo(LATENCY_P90_BS1, "ms", "90th percentile forward-pass time at batch 1", "minimize"),
         MetricInfo(LATENCY_P99_BS1, "ms", "99th percentile forward-pass time at batch 1", "minimize"),
-        MetricInfo(MEMORY_MODEL, "MiB", "deployed weights + peak activation memory of the measured batch", "minimize"),
-        MetricInfo(MEMORY_WEIGHTS, "MiB", "bytes of the weights at the deployed precision", "minimize"),
+        MetricInfo(MEMORY_MODEL, "MiB", "deployed weights + peak activation memory of the measured batch (activations: "
+                   "torch's allocator peak for torch, the RSS increase for ONNX Runtime; compare within one runtime)",
+                   "minimize"),
+        MetricInfo(MEMORY_WEIGHTS, "MiB", "bytes of the weights at the deployed precision (the same method for every "
+                   "runtime: the one memory number that compares runtimes)", "minimize"),
         MetricInfo(MEMORY_ACTIVATIONS, "MiB", "peak memory of the forward passes above the loaded model", "minimize"),
         MetricInfo(MEMORY_PROCESS_PEAK, "MiB", "peak RSS of the whole measuring process (includes torch itself)", "minimize"),
+        MetricInfo(MEASURE_LOAD, "load/core", "1-minute load average per logical core, mean of before and after the "
+                   "timed forwards: a speed-up whose two sides differ here was timed under different load", "minimize"),
         MetricInfo(MODEL_DISK, "MiB", "weight files of the saved model at their stored precision", "minimize"),
         MetricInfo(PARAMS_TOTAL, "count", "all parameters of the model", "minimize"),
         MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),
-        MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's trainings, all seeds summed (fewer when pruned "
-                   "early)", "minimize"),
-        MetricInfo(TRAIN_STEPS_PLANNED, "steps", "optimiser steps of all seeds' trainings run to the end", "minimize"),
-        MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loops, all seeds summed", "minimize"),
+        MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's trainings with their hybrid-filled retraining, "
+                   "all seeds summed (fewer when pruned early)", "minimize"),
+        MetricInfo(TRAIN_STEPS_PLANNED, "steps", "optimiser steps of all seeds' trainings (retraining included) run to "
+                   "the end", "minimize"),
+        MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loops with their hybrid-filled retraining, "
+                   "all seeds summed", "minimize"),
         MetricInfo(ENERGY_TRAIN, "kWh", "energy of the student's trainings, all seeds summed (CodeCarbon)", "minimize"),
         MetricInfo(EMISSIONS_TRAIN, "kg CO2e", "emissions of the student's trainings, all seeds summed (CodeCarbon)",
                    "minimize"),

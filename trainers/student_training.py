@@ -23,7 +23,7 @@ from trainers.progress import STUDENT_TRAINING, ProgressReporter
 from trainers.pruning import PruningPlan, identity_plan, load_pruned, make_pruner, pruning_summary, save_pruned
 from trainers.pruning.io import read_plan
 from trainers.teacher import load_teacher_logits
-from trainers.train import batches, train
+from trainers.train import batches, planned_steps, train
 from trainers.training_share import train_once, training_key
 
 Log = Callable[[str], None]
@@ -73,6 +73,19 @@ def train_student(cfg: TrialConfig, student: nn.Module, tokenizer, loaded, encod
                            reused_from=meta["trained_by"])
 
 
+def refill_budget(cfg: TrialConfig):
+    """The training settings of the hybrid-filled retraining (the student's, for `refill_epochs`)."""
+    return cfg.training.model_copy(update={"epochs": cfg.pruning.refill_epochs})
+
+
+def _refill_planned(cfg: TrialConfig, plan: PruningPlan | None, n_rows: int) -> int:
+    """Steps of the retraining after finalize: planned when the settings call for it (before finalize, when
+    stopped early), none when finalize restored no block."""
+    if not cfg.pruning.refills(cfg.pruning_ratio) or (plan is not None and not plan.refilled):
+        return 0
+    return planned_steps(n_rows, refill_budget(cfg))
+
+
 def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str, log: Log) -> StudentTraining:
     teacher_logits, live_teacher = None, None
     if cfg.distill_alpha > 0:
@@ -90,7 +103,7 @@ def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str
     pruner.prepare(student, calib)
     precision = train_precision(cfg.precision)
     progress = ProgressReporter(cfg.output_dir, STUDENT_TRAINING, stoppable=True, await_verdict_s=cfg.await_verdict_s)
-    plan = None
+    plan, refill = None, None
     with track_memory("train", device, sample_interval_s=0.05) as mem_train, \
             track_emissions("train", cfg.measure) as em_train:
         stats = train(
@@ -105,14 +118,17 @@ def _train(cfg: TrialConfig, student: nn.Module, loaded, encoded, *, device: str
             if plan.refilled and cfg.pruning.refill_epochs > 0:
                 # Hybrid filled: the restored blocks change the function, so the kept heads retrain briefly.
                 log(f"hybrid filled: retraining {cfg.pruning.refill_epochs:g} epoch(s) after restoring pruned blocks")
-                train(student, encoded["train"], cfg.training.model_copy(update={"epochs": cfg.pruning.refill_epochs}), device=device,
-                      precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
-                      teacher_logits=teacher_logits, teacher=live_teacher, log=log)
+                refill = train(student, encoded["train"], refill_budget(cfg), device=device,
+                               precision=precision, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature,
+                               teacher_logits=teacher_logits, teacher=live_teacher, log=log)
     progress.end(stats.steps, stats.total_steps)
     student.to("cpu").eval()
     stats_doc = {"steps": stats.steps, "total_steps": stats.total_steps, "seconds": stats.seconds,
                  "final_loss": stats.final_loss, "val_accuracy": stats.val_accuracy, "eval_steps": stats.eval_steps,
-                 "stopped_early": stats.stopped_early, "stopped_at_step": stats.stopped_at_step}
+                 "stopped_early": stats.stopped_early, "stopped_at_step": stats.stopped_at_step,
+                 # the hybrid-filled retraining: its own steps and seconds, counted in the trial's train_* metrics
+                 "refill_steps": refill.steps if refill else 0, "refill_seconds": refill.seconds if refill else 0.0,
+                 "refill_steps_planned": _refill_planned(cfg, plan, len(loaded.splits["train"]))}
     return StudentTraining(
         student=None if stats.stopped_early else student, plan=plan, stats=stats_doc,
         metrics={**mem_train.metrics(), **em_train.metrics()}, tags={**mem_train.tags(), **em_train.tags()},

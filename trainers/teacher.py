@@ -49,14 +49,27 @@ def _norm(label: str) -> str:
     return " ".join(str(label).split()).casefold()
 
 
-def teacher_key(model_ref: str, teacher: TeacherConfig, data_fingerprint: str, training: TrainingConfig) -> str:
-    """Everything that changes the teacher or its logits, and nothing else (student settings excluded)."""
+# TrainingConfig fields that do not change the teacher: its own `teacher:` section replaces the budget
+# (epochs, batch_size, learning_rate), evaluation never touches the weights, `seeds` is how many STUDENT
+# trainings, and `device` is hashed as the device the fine-tune actually ran on (`auto` resolved). Every other
+# field is part of the key unless it is named here, so a forgotten field costs a rebuild, never a wrong teacher
+# (the same rule as trainers.training_share.NOT_TRAINING_SETTINGS for the students).
+NOT_TEACHER_SETTINGS = {"epochs", "batch_size", "learning_rate", "eval_batch_size", "eval_every_steps", "seeds",
+                        "device"}
+
+
+def teacher_key(model_ref: str, teacher: TeacherConfig, data_fingerprint: str, training: TrainingConfig, *,
+                device: str) -> str:
+    """Everything that changes the teacher or its logits, and nothing else (student settings excluded):
+    the model, `teacher:`, the data, every `training:` field the fine-tune reads (weight decay, warm-up,
+    max_seq_len, seed, ...) and the kind of device it trains on (`cpu`, `cuda`; the fine-tune is fp32)."""
     payload = {
         "model": model_fingerprint(model_ref),
         "fine_tune": teacher.model_dump(exclude={"model"}),
         "data": data_fingerprint,
-        "max_seq_len": training.max_seq_len,
-        "seed": training.seed,
+        "training": training.model_dump(mode="json", exclude=NOT_TEACHER_SETTINGS),
+        "device": torch.device(device).type,
+        "precision": "fp32",
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -112,7 +125,7 @@ def prepare_teacher(
 ) -> TeacherArtifacts:
     """Return the cached teacher for these settings, building it first if no worker has yet
     (progress events of the fine-tune and the logits go to `progress_dir`, see trainers.progress)."""
-    key = teacher_key(model_ref, teacher, data_fingerprint, training)
+    key = teacher_key(model_ref, teacher, data_fingerprint, training, device=device)
 
     def build(tmp: Path) -> dict:
         log(f"teacher: building from {model_ref}")

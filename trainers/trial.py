@@ -69,9 +69,11 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     trained = trainings[kept] if not trainings[-1].stopped_early else trainings[-1]
     stats = trained.stats
     training_metrics = {**_training_cost([t.metrics for t in trainings]),
-                        "train_seconds": sum(t.stats["seconds"] for t in trainings),
-                        M.TRAIN_STEPS: float(sum(t.stats["steps"] for t in trainings)),  # all seeds, like the seconds
-                        M.TRAIN_STEPS_PLANNED: float(stats["total_steps"] * len(seeds)), "train_loss_final": stats["final_loss"]}
+                        # all seeds, each with its hybrid-filled retraining (a training cached before it was counted: 0)
+                        "train_seconds": sum(t.stats["seconds"] + t.stats.get("refill_seconds", 0.0) for t in trainings),
+                        M.TRAIN_STEPS: float(sum(t.stats["steps"] + t.stats.get("refill_steps", 0) for t in trainings)),
+                        M.TRAIN_STEPS_PLANNED: float((stats["total_steps"] + stats.get("refill_steps_planned", 0)) * len(seeds)),
+                        "train_loss_final": stats["final_loss"]}
     if stats["val_accuracy"]:  # during training, at the training precision; val_accuracy is the deployed model's
         training_metrics["train_val_accuracy_last_epoch"] = stats["val_accuracy"][-1]
     precision = train_precision(cfg.precision)

@@ -224,11 +224,12 @@ def load_data(
     report.extra_warnings += [
         f"train: label {n!r} (from label_names) has no training rows" for n in names if n not in in_train
     ]
+    cleaned = Counter(r.label for part in parts.values() for r in part.rows)  # per label, before any sampling
     if cfg.max_rows is not None:
         _cap(parts, cfg.max_rows, cfg.split.seed, report)
     index = {n: i for i, n in enumerate(names)}
     splits = {n: Split([r.text for r in parts[n].rows], [index[r.label] for r in parts[n].rows]) for n in SPLITS}
-    _summarise(splits, names, report)
+    _summarise(splits, names, report, cleaned=cleaned, max_rows=cfg.max_rows if report.capped else None)
     if tokenizer is not None:
         report.tokens = token_stats(splits, tokenizer, max_seq_len)
     elif max_seq_len is not None:
@@ -350,13 +351,21 @@ def _cap(parts: dict[str, _Part], max_rows: int, seed: int, report: DataReport) 
         report.notes.append(f"max_rows={max_rows}: stratified sample of {report.capped} rows")
 
 
-def _summarise(splits: dict[str, Split], names: list[str], report: DataReport) -> None:
+def _summarise(splits: dict[str, Split], names: list[str], report: DataReport, *, cleaned: Counter,
+               max_rows: int | None) -> None:
+    """`cleaned`: rows per label that survived cleaning; `max_rows`: the cap, when it sampled a split."""
     kept = Counter(names[k] for s in splits.values() for k in s.labels)
     for n, read in report.label_rows_read.items():
-        if kept[n] < read / 2:
+        if kept[n] >= read / 2:
+            continue
+        sampled = f"max_rows={max_rows} sampled them down to {kept[n]} (a stratified sample per split)"
+        if cleaned[n] >= read / 2:  # cleaning kept most of them: the sampling is the cause
+            report.extra_warnings.append(f"label {n!r}: {kept[n]} of its {read} valid rows are used because "
+                                         f"{sampled}; cleaning kept {cleaned[n]}")
+        else:
             report.extra_warnings.append(
-                f"label {n!r}: only {kept[n]} of its {read} valid rows survive cleaning (see the problems above)"
-            )
+                f"label {n!r}: only {cleaned[n]} of its {read} valid rows survive cleaning (see the problems above)"
+                + (f"; then {sampled}" if max_rows is not None else ""))
     report.extra_warnings += [f"{n}: split is empty after cleaning" for n in SPLITS if not splits[n].texts]
     report.label_names = names
     report.rows = {n: len(s) for n, s in splits.items()}

@@ -50,6 +50,17 @@ def _pick_column(found: list[str], wanted: str, option: str, source: str, notes:
     raise DataError(f"{source}: no column {wanted!r} (data.{option}); columns found: {found}")
 
 
+def _refuse_other_delimiter(header: list[str], delimiter: str, source: str) -> None:
+    """A one-column header holding tabs (or commas) is a file with the other delimiter: name the setting."""
+    if len(header) != 1:
+        return
+    other = {",": ("\t", "tab", "tsv"), "\t": (",", "comma", "csv")}.get(delimiter)
+    if other and other[0] in header[0]:
+        sep, word, fmt = other
+        raise DataError(f"{source}: the header line {header[0]!r} is {word}-separated, but the file is read as "
+                        f"{'tab' if delimiter == chr(9) else 'comma'}-separated; set data.format: {fmt}")
+
+
 def clip(value: object, n: int = 40) -> str:
     s = str(value)
     return repr(s if len(s) <= n else s[: n - 1] + "…")
@@ -91,6 +102,7 @@ def read_delimited(file: Path, delimiter: str, text_column: str, label_column: s
                 continue  # blank line
             if header is None:
                 header = [h.strip() for h in fields]
+                _refuse_other_delimiter(header, delimiter, source)
                 ti = header.index(_pick_column(header, text_column, "text_column", source, notes))
                 li = header.index(_pick_column(header, label_column, "label_column", source, notes))
                 continue

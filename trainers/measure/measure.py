@@ -19,6 +19,7 @@ from torch import nn
 from trainers import metrics as M
 from trainers.measure.accuracy import Batch, batch_rows, evaluate_rows, scores_and_rows
 from trainers.measure.config import MeasureConfig
+from trainers.measure.context import CONTEXT_TAG, measurement_context
 from trainers.measure.emissions import measure_inference_energy
 from trainers.measure.hardware import hardware_context
 from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
@@ -150,11 +151,15 @@ def measure_model(
     tags.update({
         "measure_device": device,
         "measure_threads": str(threads),
-        "measure_load_avg_1m": f"{load_before} -> {_load_avg()} (other work on the machine inflates latency)",
+        CONTEXT_TAG: measurement_context(device=device, threads=threads, cpu_model=tags.get("hw_cpu_model", "unknown"),
+                                         gpu_model=tags.get("hw_gpu_name")),
+        "measure_load_avg_1m": f"{load_before} -> {(load_after := _load_avg())} (other work on the machine inflates latency)",
         "accuracy_scope": f"test split, {scores['num_examples']} examples, {num_labels} labels (reported only)",
         "val_accuracy_scope": (f"validation split, {val['num_examples']} examples, {num_labels} labels (decides)"
                                if val is not None else "no validation split given: val_* not measured"),
     })
+    if "unknown" not in (load_before, load_after):
+        metrics[M.MEASURE_LOAD] = (float(load_before) + float(load_after)) / 2 / (os.cpu_count() or 1)
     metrics.update(model_memory.metrics())
     tags.update(model_memory.tags())
     metrics.update(energy_metrics)

@@ -35,8 +35,8 @@ class PruningConfig(BaseModel):
     block_size: int | Literal["head"] = Field(
         32,
         description="side of the attention score blocks (paper: 32); 'head' = one block per head and matrix. "
-        "An int that does not divide the head size / hidden size falls back to the gcd with them (so 32 on a "
-        "model with 8-wide heads gives 8x32 blocks)",
+        "An int must divide the model's head size and hidden size (`sweep check` refuses one that does not, "
+        "naming the divisors)",
     )
     ffn_round_to: int = Field(
         1, ge=1, description="round each layer's kept FFN width up to a multiple of this (8 helps CPU/GPU kernels)"
@@ -68,6 +68,12 @@ class PruningConfig(BaseModel):
         "magnitude", description="one_shot: weight L2 norm, or first-order Taylor |sum W*grad| over calibration batches"
     )
 
+    def refills(self, ratio: float) -> bool:
+        """Whether a student pruned at `ratio` is planned to fine-tune again after a hybrid-filled finalize
+        (it is skipped only when filling restored no block)."""
+        return (ratio > 0 and self.method == "block_movement" and self.granularity == "block" and self.hybrid_filled
+                and self.refill_epochs > 0)
+
     @model_validator(mode="after")
     def _check(self) -> PruningConfig:
         if self.warmup_fraction + self.final_fraction >= 1:
@@ -84,3 +90,16 @@ class PruningConfig(BaseModel):
         if isinstance(self.block_size, int) and self.block_size < 1:
             raise ValueError(f"block_size must be >= 1 or 'head', got {self.block_size}")
         return self
+
+
+def block_size_problem(cfg: PruningConfig, *, head_size: int, hidden_size: int) -> str | None:
+    """Why `cfg.block_size` cannot be used as given on a model with these dimensions (None when it can).
+
+    The pruner's blocks never straddle two heads, so a side that does not divide the head size would
+    silently shrink to the gcd (`block_size: 7` on MiniLM's 32-wide heads would run with 1x1 blocks)."""
+    size = cfg.block_size
+    if size == "head" or (head_size % size == 0 and hidden_size % size == 0):
+        return None
+    fits = [d for d in range(1, head_size + 1) if head_size % d == 0 and hidden_size % d == 0]
+    return (f"pruning.block_size: {size} does not divide the model's head size {head_size} (hidden size "
+            f"{hidden_size}); use one of {fits} or 'head'")

@@ -316,7 +316,7 @@ class BlockMovementPruner:
             gone = remove_to_budget(torch.cat([head_keys.flatten(), neuron_keys.flatten()]), costs, removable, still)
             heads &= ~gone[: heads.numel()].view_as(heads)
             ffn &= ~gone[heads.numel():].view_as(ffn)
-        ffn = round_up_kept(ffn, neuron_keys, self.cfg.ffn_round_to)
+        ffn = round_up_kept(ffn, self._neuron_scores(), self.cfg.ffn_round_to)  # margins are 0 for all masked
         masks = []
         for s, m, h, f in zip(self.scores, blocks, heads, ffn):
             best = self._head_blocks(s).max(1).values  # a kept head keeps at least its best block

@@ -244,7 +244,9 @@ def _keep_top(scores: torch.Tensor, n_remove: int) -> torch.Tensor:
 
 
 def round_up_kept(keep: torch.Tensor, scores: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Give back each layer's best removed neurons until its kept width is a multiple of `multiple`."""
+    """Give back each layer's best removed neurons until its kept width is a multiple of `multiple`.
+
+    `scores` [L, F] must rank the removed neurons too (raw scores, not margins that are 0 for all of them)."""
     if multiple <= 1:
         return keep
     keep = keep.clone()
