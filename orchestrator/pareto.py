@@ -187,7 +187,7 @@ def interval(metrics: dict[str, float], name: str) -> tuple[float, float, str] |
         return None
     low, high = metrics.get(name + "_ci_low"), metrics.get(name + "_ci_high")
     if low is not None and high is not None:  # from the per-row predictions: rows and seeds (orchestrator/stats.py)
-        return low, high, "two-level bootstrap over rows and seeds"
+        return low, high, "bootstrap over its rows (and seeds, when several)"
     value, ci = metrics[name], metrics.get(M.ci95_name(name))
     if ci is not None and M.seed_name(name, 1) in metrics:
         return value - ci, value + ci, "t95 over seeds"

@@ -103,8 +103,8 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
     if report.seeds > 1:
         lines.append(f"students: accuracy = mean over {report.seeds} seeds, each seed's model scored in its deployed "
                      "runtime; latency, memory and energy measured once, on the median-val seed's model (the one exported)")
-    lines.append("acc [low,high] = 95 % interval counting seed AND row noise: two-level bootstrap (2,000 replicates: "
-                 "validation rows resampled, then seeds), at least the Wilson interval on the rows; Δval [low,high] = "
+    lines.append(r"acc \[low,high] = 95 % interval counting seed AND row noise: two-level bootstrap (2,000 replicates: "
+                 "validation rows resampled, then seeds), at least the Wilson interval on the rows; Δval \\[low,high] = "
                  "paired 95 % interval of student - teacher on the shared rows (paired bootstrap: one row resample for "
                  "both, seeds resampled); noise = '~teacher' when that interval contains 0, else 'worse' / 'better' "
                  "('(unpaired)': no per-row predictions, the two intervals overlap)")
