@@ -5,7 +5,9 @@
 Each operation the orchestrator repeats (a heartbeat, the reaper's scan, the progress display's poll, an
 ask + tell) runs `--repeats` times against a study of `--trials` finished trials; the connections are closed
 before the counters are read (a backend flushes its statistics when it exits), and the reads' own
-transactions are subtracted. docs/distributed.md's scale table uses these figures.
+transactions are subtracted. Run it while nothing else uses the database (its counters are per
+database). The milliseconds are wall time per call on the machine it runs on, one client, for orientation
+only. docs/distributed.md's scale table uses these figures.
 """
 
 from __future__ import annotations
@@ -34,16 +36,18 @@ def _xacts(url: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _per_call(url: str, storage, fn, repeats: int, overhead: tuple[float, float]) -> tuple[float, float]:
+def _per_call(url: str, storage, fn, repeats: int, overhead: tuple[float, float]) -> tuple[float, float, float]:
     storage.engine.dispose()
     time.sleep(0.6)
     x0, r0 = _xacts(url)
+    start = time.perf_counter()
     for _ in range(repeats):
         fn()
+    took = time.perf_counter() - start
     storage.engine.dispose()
     time.sleep(0.6)
     x1, r1 = _xacts(url)
-    return (x1 - x0 - overhead[0]) / repeats, (r1 - r0 - overhead[1]) / repeats
+    return (x1 - x0 - overhead[0]) / repeats, (r1 - r0 - overhead[1]) / repeats, 1000 * took / repeats
 
 
 def main() -> None:
@@ -73,14 +77,15 @@ def main() -> None:
     ops = {
         "heartbeat (set one user attr)": lambda: set_trial(study, running, heartbeat=time.time()),
         "reaper scan (RUNNING trials)": lambda: study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)),
-        "progress poll (counts + all trials)": lambda: (counts(study), study.get_trials(deepcopy=False)),
-        "ask + tell (no sampler history)": ask_tell,
+        "progress poll before (counts + all trials)": lambda: (counts(study), study.get_trials(deepcopy=False)),
+        "progress poll now (all trials, once)": lambda: study.get_trials(deepcopy=False),
+        "ask + tell (Optuna alone, NSGA-II)": ask_tell,
     }
     print(f"PostgreSQL transactions per call, study of {args.trials} finished trials, {args.repeats} calls each "
           f"(pg_stat_database xact_commit + xact_rollback; rows = tup_returned + tup_fetched)")
     for name, fn in ops.items():
-        xacts, rows = _per_call(url, storage, fn, args.repeats, overhead)
-        print(f"  {name:40s} {xacts:6.1f} transactions  {rows:9.0f} rows read")
+        xacts, rows, ms = _per_call(url, storage, fn, args.repeats, overhead)
+        print(f"  {name:44s} {xacts:6.1f} transactions  {rows:9.0f} rows read  {ms:7.1f} ms (this machine, loaded)")
     optuna.delete_study(study_name=study.study_name, storage=storage)
 
 

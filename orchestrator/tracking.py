@@ -190,7 +190,7 @@ class Tracker:
     @property
     def local(self) -> bool:
         """A store on this machine's disk (sqlite or a folder), not a tracking server other machines reach."""
-        return self.uri.startswith(("sqlite:", "file:", "/")) or "://" not in self.uri
+        return self.uri.startswith(("sqlite:", "file:", "/")) or ("://" not in self.uri and not self.uri.startswith("databricks"))
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         """The run's tags; LookupError once the run is deleted."""
