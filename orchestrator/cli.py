@@ -106,6 +106,8 @@ def worker(
     tracking_uri: Optional[str] = TRACKING,
     workers: Optional[int] = typer.Option(None, "--workers", "-w"),
     root: Path = ROOT,
+    teacher_wait: float = typer.Option(60.0, "--teacher-wait", min=0,
+                                       help="minutes to wait for the launching machine to publish the teacher"),
 ) -> None:
     """Join a running study from this machine and run its trials until the budget is used."""
     from orchestrator.sweep import open_sweep, spec_from_study
@@ -113,7 +115,8 @@ def worker(
 
     try:
         spec = spec_from_study(study_name, storage, root)
-        ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log)
+        ctx = open_sweep(spec, storage_url=storage, tracking_uri=tracking_uri, root=root, launching=False, log=_log,
+                         teacher_wait_s=teacher_wait * 60)
     except SpecError as exc:
         _fail(str(exc))
     if not run_with_progress(ctx, workers, f"worker on {study_name}"):
@@ -244,7 +247,7 @@ def export(
     rule = pick or spec.export.pick
     out = out or Path(spec.export.dir or f"exports/{study_name}")
     try:
-        doc = export_trial(study, spec, tracker, rule=rule, out_dir=out)
+        doc = export_trial(study, spec, tracker, rule=rule, out_dir=out, root=root)
     except ValueError as exc:
         _fail(str(exc))
     console.print(f"exported trial {doc['trial']} ({rule}) of {study_name} -> {out}/config.yaml, {out}/model/")

@@ -102,7 +102,8 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     run_id = ctx.tracker.child_run(
         ctx.experiment_id, ctx.parent_run_id, spec.name, name=f"trial-{number}", role="trial",
         tags={"optuna.trial_number": number, "sweep.attempt": attempt, "sweep.worker": f"{HOST}:{os.getpid()}",
-              "sweep.placement": f"cores={placement.cores} gpu={placement.gpu}"},
+              "sweep.placement": f"cores={placement.cores} gpu={placement.gpu}",
+              "sweep.teacher_key": ctx.prepared.teacher_key},  # the teacher it distilled from, on every machine
     )
     set_trial(study, trial, mlflow_run_id=run_id, output_dir=str(cfg.output_dir))
     ctx.tracker.log(run_id, params={**params, **flatten("", {"pruning": spec.pruning.model_dump(mode="json"),

@@ -108,7 +108,10 @@ def _shapes(model_dir: Path) -> dict:
             "ffn_per_layer": config.get("intermediate_size_per_layer")}
 
 
-def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule: str, out_dir: Path) -> dict:
+def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule: str, out_dir: Path,
+                 root: Path | None = None) -> dict:
+    """`root`: this machine's store, whose data cache the export tokenises into (the picked trial may have run
+    on another machine: the cache path in its trial_config.yaml is that machine's)."""
     from orchestrator.contexts import pick_candidates
 
     completed = pick_candidates(study)  # one measurement context: a pick never compares two devices or hosts
@@ -127,13 +130,19 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
     tracker.download(run_id, "model", staging)
     trial_cfg_path = Path(tracker.download(run_id, "trial_config.yaml", staging))
     trial_cfg = yaml.safe_load(trial_cfg_path.read_text())
-    cache = Path(trial_cfg.get("cache_dir", "mlruns/cache/data")).resolve()  # <root>/cache/data
+    cache = (root / "cache" / "data" if root is not None
+             else Path(trial_cfg.get("cache_dir", "mlruns/cache/data"))).resolve()  # <root>/cache/data
     _ensure_onnx(staging / "model", spec, cache)
     _ship_tokenizer(staging / "model", staging / "tokenizer")
     predictions = trial_predictions(chosen, tracker)
     if predictions is not None:
         save_predictions(staging / PREDICTIONS_FILE, predictions)
     root_flag = f" --root {os.path.relpath(cache.parent.parent, base)}" if cache.parent.name == "cache" else ""
+    if root is not None:  # the teacher by its key in this machine's cache, not where the trial's machine had it
+        for key in ("teacher_dir", "teacher_logits"):
+            if trial_cfg.get(key) and "/cache/teachers/" in str(trial_cfg[key]):
+                trial_cfg[key] = str(root.resolve() / "cache" / "teachers" / str(trial_cfg[key]).rpartition("/cache/teachers/")[2])
+        trial_cfg["cache_dir"] = str(cache)
     trial_cfg["output_dir"] = "reproduced"
     trial_cfg["name"] = f"{study.study_name}/trial-{chosen.number}/reproduced"
     trial_cfg["measure_lock"] = None  # a lock of the sweep's machine; a reproduction runs alone

@@ -42,8 +42,11 @@ def _tail(out: Path, show: PreparationDisplay) -> Callable[[], None]:
 
 
 def run_preparation(spec: SweepSpec, root: Path, *, measure_baseline: bool, log: Log,
-                    stop: threading.Event | None = None, show: PreparationDisplay | None = None) -> PrepareResult:
-    """Data report, tokenisation, teacher and baseline, in a child process like any trial (shown on `show`)."""
+                    stop: threading.Event | None = None, show: PreparationDisplay | None = None,
+                    published_teacher: dict[str, str] | None = None) -> PrepareResult:
+    """Data report, tokenisation, teacher and baseline, in a child process like any trial (shown on `show`).
+    `published_teacher` ({key, data_fingerprint}): the teacher another machine published, already downloaded
+    into this root's cache (`teacher_share.py`); the child uses it and never fine-tunes."""
     from trainers.models import resolve_model_ref
 
     try:
@@ -63,6 +66,7 @@ def run_preparation(spec: SweepSpec, root: Path, *, measure_baseline: bool, log:
         measure_baseline=measure_baseline,
         output_dir=out.resolve(),
         vocabulary=spec.vocabulary,  # a relative corpus resolves against data_base_dir, the sweep file's folder
+        published_teacher=published_teacher,
     )
     job_path, result_path, log_path = out / "job.json", out / "result.json", out / "worker.log"
     job_path.write_text(job.model_dump_json(indent=2))

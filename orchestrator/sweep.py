@@ -19,7 +19,8 @@ from typing import Callable
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.baselines import ensure_baselines, load_baselines, measured_threads, remember_baseline
-from orchestrator.child_process import Placement, prewarm
+from orchestrator import teacher_share
+from orchestrator.child_process import HOST, Placement, prewarm
 from trainers.measure.context import context_of
 from orchestrator.context import Context, Log, work_dir
 from orchestrator.executors import run_executors
@@ -64,9 +65,14 @@ def open_sweep(
     log: Log,
     heartbeat_s: float = 10.0,
     show: PreparationDisplay | None = None,
+    teacher_wait_s: float = 3600.0,
 ) -> Context:
     """A launch whose preparation fails before the study has any trial removes the study, its companion
-    and its runs again (`cleanup.py`), so the corrected file launches under the same name."""
+    and its runs again (`cleanup.py`), so the corrected file launches under the same name.
+
+    With a tracking server, the teacher is built once: the first launch publishes it on the parent run,
+    every other process downloads it (a worker waits up to `teacher_wait_s` for it) and never fine-tunes
+    (`teacher_share.py`)."""
     root.mkdir(parents=True, exist_ok=True)
     storage_url = storage_url or spec.storage or default_storage_url(root)
     storage = open_storage(storage_url, root)
@@ -91,7 +97,12 @@ def open_sweep(
                   spec=json.loads(spec.model_dump_json()), spec_source=str(spec.source))
     has_baseline = record.baseline_run_id is not None
     try:
-        prepared = run_preparation(spec, root, measure_baseline=launching and not has_baseline, log=log, show=show)
+        check_data_here(spec)
+        published = _published_teacher(tracker, parent, root, launching=launching, wait_s=teacher_wait_s, log=log)
+        prepared = run_preparation(spec, root, measure_baseline=launching and not has_baseline, log=log, show=show,
+                                   published_teacher=published)
+        if launching and published is None and not tracker.local:
+            teacher_share.publish(tracker, parent, prepared, log)
     except BaseException:
         if launching and not study.get_trials(deepcopy=False):
             removal = plan_removal(spec.name, storage, tracker, spec.experiment, root)
@@ -120,6 +131,26 @@ def open_sweep(
     ctx.baseline = study_record(study).baseline_metrics or ctx.baseline
     ctx.baselines.update(load_baselines(ctx))
     return ctx
+
+
+def check_data_here(spec: SweepSpec) -> None:
+    """Every data file the sweep names, on this machine (the same path on every machine)."""
+    for field_name, path in spec.data.files(spec.base_dir).items():
+        if not path.exists():
+            raise SpecError(f"{spec.source or spec.name}: field data.{field_name}: {path} is missing on host {HOST}; "
+                            "every machine needs the data files at the path the sweep file names (docs/distributed.md)")
+
+
+def _published_teacher(tracker: Tracker, parent: str, root: Path, *, launching: bool, wait_s: float,
+                       log: Log) -> dict[str, str] | None:
+    """The teacher published on the parent run, downloaded into this root's cache; None where this process
+    builds it (the first launch, or a local tracking store: one machine, one cache)."""
+    if tracker.local:
+        return None
+    path = teacher_share.published(tracker, parent)
+    if path is None and not launching:
+        path = teacher_share.wait_published(tracker, parent, bound_s=wait_s, log=log)
+    return None if path is None else teacher_share.fetch(tracker, parent, path, root, log)
 
 
 def record_oneoff(ctx: Context, log: Log) -> None:

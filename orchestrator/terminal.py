@@ -113,26 +113,34 @@ class RunningTrials:
                                      description=f"  trial {number}: {PHASE_LABELS.get(e.phase, e.phase)}{acc}")
 
 
+STUDY_POLL_S = 5.0  # how often the progress display reads the study
+
+
 def _progress_updater(ctx, progress: Progress, task) -> callable:
     from orchestrator.record import trial_record
-    from orchestrator.study import counts
 
     running_bars = RunningTrials(progress)
+    polled = {"at": -STUDY_POLL_S, "running": {}}
 
-    def update() -> None:
-        c = counts(ctx.study)
-        best = ""
-        trials = ctx.study.get_trials(deepcopy=False)
-        done = [trial_record(t).metrics for t in trials if t.state.name == "COMPLETE"]
-        if done:
-            acc = max(m.get(M.VAL_ACCURACY, 0.0) for m in done)
-            fast = min(m.get(M.LATENCY_P50_BS1, float("inf")) for m in done)
-            best = f" | best val accuracy {acc:.4f}, fastest {fast:.2f} ms"
-        progress.update(task, completed=c["complete"] + c["fail"] + c["pruned"],
-                        description=f"trials: {c['complete']} done, {c['running']} running, {c['pruned']} pruned, "
-                                    f"{c['fail']} failed, {c['waiting']} queued{best}")
-        running_bars.update({t.number: out for t in trials if t.state.name == "RUNNING"
-                             and (out := trial_record(t).output_dir)})
+    def update(force: bool = False) -> None:
+        # The study is read at most every STUDY_POLL_S, once (a whole-study load per process is what grows
+        # with the cluster, docs/distributed.md); between reads the running trials' bars follow their local files.
+        if force or time.monotonic() - polled["at"] >= STUDY_POLL_S:
+            trials = ctx.study.get_trials(deepcopy=False)
+            polled["at"] = time.monotonic()
+            c = {s: sum(t.state.name.lower() == s for t in trials) for s in ("complete", "running", "pruned", "fail", "waiting")}
+            best = ""
+            done = [trial_record(t).metrics for t in trials if t.state.name == "COMPLETE"]
+            if done:
+                acc = max(m.get(M.VAL_ACCURACY, 0.0) for m in done)
+                fast = min(m.get(M.LATENCY_P50_BS1, float("inf")) for m in done)
+                best = f" | best val accuracy {acc:.4f}, fastest {fast:.2f} ms"
+            progress.update(task, completed=c["complete"] + c["fail"] + c["pruned"],
+                            description=f"trials: {c['complete']} done, {c['running']} running, {c['pruned']} pruned, "
+                                        f"{c['fail']} failed, {c['waiting']} queued{best}")
+            polled["running"] = {t.number: out for t in trials if t.state.name == "RUNNING"
+                                 and (out := trial_record(t).output_dir)}
+        running_bars.update(polled["running"])
 
     return update
 
@@ -149,7 +157,9 @@ def run_with_progress(ctx, workers: Optional[int], title: str) -> bool:
     with _bars() as progress:
         task = progress.add_task(title, total=ctx.spec.n_trials)
         try:
-            run_sweep(ctx, places, stop=stop, log=log, progress=_progress_updater(ctx, progress, task))
+            update = _progress_updater(ctx, progress, task)
+            run_sweep(ctx, places, stop=stop, log=log, progress=update)
+            update(force=True)
         except KeyboardInterrupt:
             return False
     return True
@@ -182,7 +192,8 @@ def finish(ctx, *, interrupted: bool, export: bool, export_interrupted: bool = F
     elif export and front:
         out = Path(ctx.spec.export.dir or f"exports/{ctx.spec.name}")
         try:
-            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out)
+            doc = export_trial(ctx.study, ctx.spec, ctx.tracker, rule=ctx.spec.export.pick, out_dir=out,
+                              root=ctx.root)
             exported = out
             log(f"exported trial {doc['trial']} (pick: {ctx.spec.export.pick}) to {out}/ (config.yaml, model/)")
         except ValueError as exc:

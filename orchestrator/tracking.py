@@ -187,6 +187,22 @@ class Tracker:
         for run_id in run_ids:
             _retrying(self.client.set_tag, run_id, key, value)
 
+    @property
+    def local(self) -> bool:
+        """A store on this machine's disk (sqlite or a folder), not a tracking server other machines reach."""
+        return self.uri.startswith(("sqlite:", "file:", "/")) or ("://" not in self.uri and not self.uri.startswith("databricks"))
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        """The run's tags; LookupError once the run is deleted."""
+        run = self.client.get_run(run_id)
+        if run.info.lifecycle_stage == "deleted":
+            raise LookupError(f"run {run_id} is deleted")
+        return dict(run.data.tags)
+
+    def artifact_names(self, run_id: str, path: str) -> list[str]:
+        """Names (paths relative to the run's artifact root) directly under `path`; [] when none."""
+        return [f.path for f in self.client.list_artifacts(run_id, path)]
+
     def download(self, run_id: str, path: str, dst: Path) -> Path:
         dst.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(dst)))

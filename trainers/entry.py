@@ -40,11 +40,19 @@ def prepare(job_path: Path):
     _log(report_text)
     job.output_dir.mkdir(parents=True, exist_ok=True)
     (job.output_dir / DATA_REPORT_FILE).write_text(report_text)  # shown before the teacher trains
+    build = job.published_teacher is None  # a worker uses the teacher the launching machine published
+    if not build:
+        import socket
+
+        from trainers.teacher import check_published, teacher_key
+
+        check_published(job.published_teacher, teacher_key(job.teacher_ref, job.teacher, fingerprint(loaded), job.training),
+                        fingerprint(loaded), socket.gethostname())
     teacher = prepare_teacher(
         job.teacher_ref, job.teacher, label_names=loaded.label_names, encoded=encoded,
         data_fingerprint=fingerprint(loaded), training=job.training, cache_root=job.cache_dir / "teachers",
         device=device, emissions=lambda phase: track_emissions(phase, job.measure), log=_log,
-        progress_dir=job.output_dir,
+        progress_dir=job.output_dir, build=build,
     )
     result = PrepareResult(
         label_names=loaded.label_names, data_report=loaded.report.to_dict(), data_report_text=report_text,
@@ -56,7 +64,7 @@ def prepare(job_path: Path):
     if job.vocabulary.trim != "none":  # students of the `trimmed` vocabulary start from this teacher instead
         trimmed = prepare_trimmed_teacher(teacher, job.vocabulary, loaded=loaded, base_dir=job.data_base_dir,
                                           training=job.training, data_cache_dir=job.cache_dir / "data", device=device,
-                                          log=_log)
+                                          log=_log, build=build)
         result.trimmed_teacher_dir, result.trimmed_teacher_logits = str(trimmed.model_dir), str(trimmed.logits_path)
         result.vocabulary_metrics = dict(trimmed.meta.get("vocabulary", {}).get("metrics", {}))
     if job.measure_baseline:

@@ -33,6 +33,9 @@ class PrepareJob(BaseModel):
     measure_baseline: bool = True
     output_dir: Path
     vocabulary: VocabularyConfig = VocabularyConfig()
+    published_teacher: dict[str, str] | None = Field(
+        None, description="{key, data_fingerprint} of the teacher another machine published and this one downloaded "
+        "into cache_dir: used as is, never built here")
 
 
 class PrepareResult(BaseModel):

@@ -45,6 +45,10 @@ class TeacherArtifacts(BaseModel):
     meta: dict
 
 
+class TeacherNotBuilt(ValueError):
+    """A worker found no (downloaded) teacher where it must not fine-tune one itself."""
+
+
 def _norm(label: str) -> str:
     return " ".join(str(label).split()).casefold()
 
@@ -72,6 +76,19 @@ def teacher_key(model_ref: str, teacher: TeacherConfig, data_fingerprint: str, t
         "precision": "fp32",
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_published(published: dict[str, str], key: str, data_fingerprint: str, host: str) -> None:
+    """Refuse to use a teacher published by another machine for other data or another model than this one's."""
+    if data_fingerprint != published["data_fingerprint"]:
+        raise TeacherNotBuilt(
+            f"the data read on host {host} differs from the launching machine's (data fingerprint "
+            f"{data_fingerprint[:12]} here, {published['data_fingerprint'][:12]} there): every machine needs the same "
+            "data files at the path the sweep file names")
+    if key != published["key"]:
+        raise TeacherNotBuilt(
+            f"teacher key {key} on host {host} differs from the published teacher {published['key']} for the same data: "
+            "the model at teacher.model differs on this machine (its files, or the installed versions)")
 
 
 def label_order(config, label_names: list[str], source: str) -> list[int] | None:
@@ -122,29 +139,37 @@ def prepare_teacher(
     emissions: Callable | None = None,
     log: Callable[[str], None] = print,
     progress_dir: Path | None = None,
+    build: bool = True,
 ) -> TeacherArtifacts:
     """Return the cached teacher for these settings, building it first if no worker has yet
-    (progress events of the fine-tune and the logits go to `progress_dir`, see trainers.progress)."""
+    (progress events of the fine-tune and the logits go to `progress_dir`, see trainers.progress).
+    `build=False` (a worker using the teacher another machine published): a missing entry is an error."""
     key = teacher_key(model_ref, teacher, data_fingerprint, training, device=device)
 
-    def build(tmp: Path) -> dict:
+    def build_entry(tmp: Path) -> dict:
         log(f"teacher: building from {model_ref}")
         meta = _build(model_ref, teacher, label_names, encoded, training, tmp, device, emissions, log, progress_dir)
-        meta.update(key=key, model_ref=model_ref, data_fingerprint=data_fingerprint)
+        # no path of this machine in the entry: it is published for other machines (orchestrator/teacher_share.py)
+        meta.update(key=key, model_ref=Path(model_ref).name if Path(model_ref).is_absolute() else model_ref,
+                    data_fingerprint=data_fingerprint)
         return meta
 
-    meta, built_now = _cached(Path(cache_root) / key, build, log, "teacher")
+    meta, built_now = _cached(Path(cache_root) / key, build_entry if build else None, log, "teacher")
     return _artifacts(key, Path(cache_root) / key, meta, built_now=built_now)
 
 
-def _cached(out: Path, build: Callable[[Path], dict], log: Callable[[str], None], what: str) -> tuple[dict, bool]:
+def _cached(out: Path, build: Callable[[Path], dict] | None, log: Callable[[str], None], what: str) -> tuple[dict, bool]:
     """(meta, built_now) of the cache entry `out`: read when complete, else built once under a file lock
-    by `build(tmp_folder) -> meta` and moved into place atomically, so readers never see half of it."""
+    by `build(tmp_folder) -> meta` and moved into place atomically, so readers never see half of it.
+    `build=None`: the entry must already be there (downloaded), never built here."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if (out / DONE).exists():
             log(f"{what}: cache hit {out}")
             return json.loads((out / "meta.json").read_text()), False
+        if build is None:
+            raise TeacherNotBuilt(f"{what} {out.name}: not in this machine's cache ({out.parent}) and this process "
+                                  "may not build it: it uses the teacher the launching machine published")
         log(f"{what}: building {out}")
         tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -258,8 +283,10 @@ def prepare_trimmed_teacher(
     data_cache_dir: Path,
     device: str,
     log: Callable[[str], None] = print,
+    build: bool = True,
 ) -> TeacherArtifacts:
-    """The teacher `teacher` with its vocabulary trimmed per `vocabulary`, cached next to it.
+    """The teacher `teacher` with its vocabulary trimmed per `vocabulary`, cached next to it (`build` as in
+    `prepare_teacher`).
 
     `teacher` itself when trim is 'none'. The kept tokens come from the training split (plus the
     extra corpus, relative to `base_dir`); validation and test texts are only read to report the
@@ -273,10 +300,10 @@ def prepare_trimmed_teacher(
     key = f"{teacher.key}-vocab-{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]}"
     out = teacher.dir.parent / key
 
-    def build(tmp: Path) -> dict:
+    def build_entry(tmp: Path) -> dict:
         return _build_trimmed(teacher, vocabulary, loaded, base_dir, training, data_cache_dir, tmp, device, log)
 
-    meta, built_now = _cached(out, build, log, "trimmed teacher")
+    meta, built_now = _cached(out, build_entry if build else None, log, "trimmed teacher")
     return _artifacts(key, out, meta, built_now=built_now)
 
 
