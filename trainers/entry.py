@@ -46,7 +46,8 @@ def prepare(job_path: Path):
 
         from trainers.teacher import check_published, teacher_key
 
-        check_published(job.published_teacher, teacher_key(job.teacher_ref, job.teacher, fingerprint(loaded), job.training),
+        check_published(job.published_teacher, teacher_key(job.teacher_ref, job.teacher, fingerprint(loaded), job.training,
+                                                         device=device),
                         fingerprint(loaded), socket.gethostname())
     teacher = prepare_teacher(
         job.teacher_ref, job.teacher, label_names=loaded.label_names, encoded=encoded,

@@ -88,7 +88,8 @@ def check_published(published: dict[str, str], key: str, data_fingerprint: str, 
     if key != published["key"]:
         raise TeacherNotBuilt(
             f"teacher key {key} on host {host} differs from the published teacher {published['key']} for the same data: "
-            "the model at teacher.model differs on this machine (its files, or the installed versions)")
+            "the model at teacher.model differs on this machine (its files, or the installed versions), or this machine "
+            "trains on another kind of device (cpu/cuda) than the launching one (set training.device alike)")
 
 
 def label_order(config, label_names: list[str], source: str) -> list[int] | None:
