@@ -268,6 +268,22 @@ def test_exports_load_with_plain_transformers_in_a_clean_process(tmp_path):
     assert not failed and len(got) == 2 * len(FAMILIES)
 
 
+def test_folders_of_the_previous_portable_format_still_load(tmp_path):
+    """pruned_bert / pruned_xlm_roberta folders recorded head counts (num_attention_heads_per_layer), not indices."""
+    for family, kwargs in (FAMILIES[0], FAMILIES[2]):
+        model = tiny_model(family, kwargs)
+        plan = block_pruner(model, 0.5).finalize(model)
+        folder = save_pruned(model, None, None, tmp_path / family)
+        config = json.loads((folder / "config.json").read_text())
+        assert config["model_type"] == "pruned_" + family.replace("-", "_")
+        config["num_attention_heads_per_layer"] = [len(h) for h in config.pop("kept_heads_per_layer")]
+        (folder / "config.json").write_text(json.dumps(config))
+        old, _ = load_pruned(folder)
+        b = rows(6, 10)
+        torch.testing.assert_close(logits(old, b), logits(model, b), atol=0, rtol=0)
+        assert [len(lp.heads) for lp in plan.layers] == config["num_attention_heads_per_layer"]
+
+
 # ---- vocabulary trimming ------------------------------------------------------------------------------------
 
 
