@@ -144,3 +144,15 @@ def test_hidden_state_distillation_without_a_teacher_model_is_refused_before_tra
     cfg = TrainingConfig(epochs=1, batch_size=8, max_seq_len=8, distill_hidden_weight=1.0)
     with pytest.raises(ValueError, match="distill_hidden_weight > 0 needs the teacher model"):
         train(_tiny_bert(0), _split(), cfg, device="cpu", teacher_logits=torch.zeros(8, 2), alpha=0.5, log=lambda _: None)
+
+
+def test_live_teacher_soft_targets_equal_cached_logits():
+    """alpha > 0 without cached logits runs the teacher per batch; the loss is the one the cached logits give."""
+    split, teacher = _split(), _tiny_bert(1).eval()
+    with torch.no_grad():
+        cached = teacher(input_ids=split["input_ids"], attention_mask=split["attention_mask"]).logits
+    cfg = TrainingConfig(epochs=1, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=8)
+    live = train(_tiny_bert(0), split, cfg, device="cpu", alpha=0.5, temperature=2.0, teacher=teacher, log=lambda _: None)
+    from_cache = train(_tiny_bert(0), split, cfg, device="cpu", alpha=0.5, temperature=2.0, teacher_logits=cached,
+                       log=lambda _: None)
+    assert live.final_loss == pytest.approx(from_cache.final_loss, rel=1e-5)
