@@ -53,7 +53,7 @@ def _row(name: str, g: list[dict], teacher: dict[str, float]) -> str:
     val, test = [r["val"] for r in g], [r["test"] for r in g]
     speed = statistics.median(r["latency_ms_dense"] / r["latency_ms_pruned"] for r in g)
     sd = statistics.stdev(val) if len(val) > 1 else math.nan
-    return (f"| {name} | {g[0]['ratio']:.2f} | {setting_label(g[0])} | {len(g)} | {_pm(val)} | {100 * sd:.1f} "
+    return (f"| {name} | {g[0]['ratio']:.2f} | {setting_label(g[0])} | {len(g)} | {_pm(val)} | {'-' if math.isnan(sd) else f'{100 * sd:.1f}'} "
             f"| {100 * statistics.mean(test):.1f} | {100 * (statistics.mean(val) - teacher['val']):+.1f} "
             f"| {100 * (statistics.mean(test) - teacher['test']):+.1f} | {statistics.mean(r['achieved_ratio'] for r in g):.3f} "
             f"| {statistics.mean(r['heads_removed'] for r in g):.2f} / {statistics.mean(r['ffn_removed'] for r in g):.2f} "
@@ -83,9 +83,11 @@ def verdict(c: Cells, args, teacher: dict[str, float], names: dict[str, str]) ->
                 out.append(f"- {label} at {ratio:.0%}: not run.")
                 continue
             gap = 100 * (teacher["val"] - statistics.mean(r["val"] for r in g))
-            state = f"**met** ({gap:+.1f} points below the teacher)" if gap <= tol else \
+            where = f"{gap:.1f} points below" if gap >= 0 else f"{-gap:.1f} points above"
+            state = f"**met** ({where} the teacher)" if gap <= tol else \
                 f"**missed by {gap - tol:.1f} points** ({gap:.1f} below the teacher, target {tol})"
-            out.append(f"- {label} within {tol} point of the teacher at {ratio:.0%} ({len(g)} seed(s)): {state}.")
+            few = "" if len(g) >= 3 else " Fewer than the 3 seeds the target reads: not a verdict."
+            out.append(f"- {label} within {tol} point of the teacher at {ratio:.0%} ({len(g)} seed(s)): {state}.{few}")
         for ratio in (0.5, 0.75):
             g, base = c.get("block", ratio, *kd, hidden), c.get("taylor", ratio, *kd)
             if not g or not base:

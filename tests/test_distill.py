@@ -144,3 +144,43 @@ def test_hidden_state_distillation_without_a_teacher_model_is_refused_before_tra
     cfg = TrainingConfig(epochs=1, batch_size=8, max_seq_len=8, distill_hidden_weight=1.0)
     with pytest.raises(ValueError, match="distill_hidden_weight > 0 needs the teacher model"):
         train(_tiny_bert(0), _split(), cfg, device="cpu", teacher_logits=torch.zeros(8, 2), alpha=0.5, log=lambda _: None)
+
+
+def test_live_teacher_soft_targets_equal_cached_logits():
+    """alpha > 0 without cached logits runs the teacher per batch; the loss is the one the cached logits give."""
+    split, teacher = _split(), _tiny_bert(1).eval()
+    with torch.no_grad():
+        cached = teacher(input_ids=split["input_ids"], attention_mask=split["attention_mask"]).logits
+    cfg = TrainingConfig(epochs=1, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=8)
+    live = train(_tiny_bert(0), split, cfg, device="cpu", alpha=0.5, temperature=2.0, teacher=teacher, log=lambda _: None)
+    from_cache = train(_tiny_bert(0), split, cfg, device="cpu", alpha=0.5, temperature=2.0, teacher_logits=cached,
+                       log=lambda _: None)
+    assert live.final_loss == pytest.approx(from_cache.final_loss, rel=1e-5)
+
+
+def test_a_trial_with_hidden_state_distillation_loads_its_teacher_and_is_its_own_training(tmp_path, tiny_encoder, topics_csv):
+    """`training.distill_hidden_weight` reaches the trial: the teacher runs, the loss changes, the training key differs."""
+    from conftest import TOPICS, make_tiny_classifier
+    from trainers.config import TrialConfig
+    from trainers.data.config import DataConfig
+    from trainers.inputs import load_and_encode
+    from trainers.pruning import load_pruned
+    from trainers.student_training import train_student
+    from trainers.training_share import training_key
+
+    teacher = make_tiny_classifier(tmp_path / "teacher", tiny_encoder, sorted(TOPICS))
+    results, keys = {}, {}
+    for weight in (0.0, 1.0):
+        cfg = TrialConfig(teacher_dir=str(teacher), data=DataConfig(path=topics_csv), cache_dir=tmp_path / "cache",
+                          training=TrainingConfig(epochs=1, batch_size=16, max_seq_len=16, distill_hidden_weight=weight),
+                          pruning=PruningConfig(method="one_shot"), pruning_ratio=0.5, output_dir=tmp_path / f"out{weight}")
+        student, tokenizer = load_pruned(cfg.teacher_dir)
+        student.base_model.embeddings.word_embeddings.weight.data.mul_(3.0)  # the student differs from its teacher
+        loaded, encoded = load_and_encode(cfg.data, tmp_path, tokenizer, max_seq_len=16, cache_dir=cfg.cache_dir)
+        logs: list[str] = []
+        results[weight] = (train_student(cfg, student, tokenizer, loaded, encoded, device="cpu", log=logs.append), logs)
+        keys[weight] = training_key(cfg, teacher_fingerprint="t", data_fingerprint="d")
+    assert any("hidden-state distillation (weight 1)" in line for line in results[1.0][1])
+    assert not any("hidden-state" in line for line in results[0.0][1])
+    assert results[1.0][0].stats["final_loss"] > results[0.0][0].stats["final_loss"]  # CE + a positive term
+    assert keys[0.0] != keys[1.0]
