@@ -396,7 +396,7 @@ def test_vocabulary_trimming_keeps_the_logits(case, make_tokenizer, tmp_path):
     torch.testing.assert_close(logits(model, after["input_ids"], after["attention_mask"]), old, rtol=1e-5, atol=1e-6)
 
 
-def test_mpnet_refuses_trimming_with_a_tokenizer_whose_id_1_is_not_special():
+def test_mpnet_refuses_trimming_with_a_tokenizer_whose_id_1_is_not_special(monkeypatch):
     """With a BERT-layout vocabulary ([PAD] 0, an ordinary token at 1) trimming moves another token to id 1,
     which MPNetEmbeddings takes for padding: the logits change, so the adapter refuses such a tokenizer."""
     from transformers import BertTokenizer
@@ -417,6 +417,10 @@ def test_mpnet_refuses_trimming_with_a_tokenizer_whose_id_1_is_not_special():
     model = MPNetForSequenceClassification(config).eval()
     before = tokenizer(texts, padding=True, return_tensors="pt")
     old = logits(model, before["input_ids"], before["attention_mask"])
+    with pytest.raises(ValueError, match="vocabulary trimming: MPNet treats token id 1 as padding"):
+        trim_vocabulary(model, tokenizer, texts, VocabularyConfig(trim="corpus"))  # refused before anything is cut
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    monkeypatch.setattr(type(ADAPTERS["mpnet"]), "vocabulary_refusal", lambda self, tok: None)  # what it prevents:
     model, trimmed, _ = trim_vocabulary(model, tokenizer, texts, VocabularyConfig(trim="corpus"))
     after = trimmed(texts, padding=True, return_tensors="pt")
     assert trimmed.unk_token_id == 1 and (after["input_ids"] == 1).any()

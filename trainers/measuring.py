@@ -48,13 +48,15 @@ def measure_in_memory(model, test_split, measure_cfg: MeasureConfig, *, precisio
 
 
 def score_in_memory(model, encoded: dict, *, precision: str, num_labels: int, batch_size: int,
-                    device: str = "cpu", runtime: str = "torch", threads: int | None = None):
+                    device: str = "cpu", runtime: str = "torch", threads: int | None = None,
+                    onnx_dir: Path | None = None):
     """Quality only (val_* and test_*) and the per-row predictions behind it, in the deployed `runtime` at the
     deployed `precision`: the cheap per-seed measurement (latency, memory and energy are measured once).
 
     torch: a copy when deploying changes the model (int8 quantises in place). onnxruntime: the model exported to
     ONNX in a scratch folder (and quantised by ONNX Runtime for int8), exactly as a saved student's graph is,
-    and scored by an ONNX Runtime session with `threads` intra-op threads.
+    and scored by an ONNX Runtime session with `threads` intra-op threads; with `onnx_dir` (the graphs exported
+    once for this model's training, `trainers.deploy.student.shared_onnx`) those files are scored instead.
     """
     import tempfile
 
@@ -68,11 +70,13 @@ def score_in_memory(model, encoded: dict, *, precision: str, num_labels: int, ba
             from trainers.deploy.onnx_export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, quantise_onnx_int8
             from trainers.deploy.session import OrtClassifier
 
-            float_model = copy.deepcopy(model).float().to("cpu").eval()
-            path = export_onnx(float_model, Path(tmp) / ONNX_FILE)
-            if precision == "int8":
-                path = quantise_onnx_int8(path, Path(tmp) / ONNX_INT8_FILE)
-            deployed, device, context = OrtClassifier(path, float_model.config, threads=threads), "cpu", None
+            if onnx_dir is not None:
+                path = Path(onnx_dir) / (ONNX_INT8_FILE if precision == "int8" else ONNX_FILE)
+            else:
+                path = export_onnx(copy.deepcopy(model).float().to("cpu").eval(), Path(tmp) / ONNX_FILE)
+                if precision == "int8":
+                    path = quantise_onnx_int8(path, Path(tmp) / ONNX_INT8_FILE)
+            deployed, device, context = OrtClassifier(path, model.config, threads=threads), "cpu", None
         else:
             if precision == "int8":
                 device = "cpu"

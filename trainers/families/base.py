@@ -120,6 +120,10 @@ class FamilyAdapter(ABC):
         layers (MPNet's relative attention bias) can select its rows.
         """
 
+    def vocabulary_refusal(self, tokenizer: Any) -> str | None:
+        """Why trimming `tokenizer`'s vocabulary would change this family's outputs (None: it would not)."""
+        return None
+
     def word_embeddings(self, model: nn.Module) -> nn.Embedding:
         """The token embedding table (vocabulary trimming cuts it, int8 stores it as int8)."""
         return model.get_input_embeddings()

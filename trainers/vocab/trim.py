@@ -86,6 +86,10 @@ def trim_vocabulary(model, tokenizer, texts: Iterable[str], cfg: VocabularyConfi
     """
     if cfg.trim == "none":
         raise ValueError("trim_vocabulary: vocabulary.trim is 'none'; there is nothing to trim")
+    from trainers.families import adapter_for
+
+    if (why := adapter_for(model).vocabulary_refusal(tokenizer)) is not None:
+        raise ValueError(f"vocabulary trimming: {why}")
     spec = backend_spec(tokenizer)
     size_before = word_embeddings(model).num_embeddings
     if size_before != len(tokenizer):
