@@ -64,7 +64,7 @@ class StudyRecord(BaseModel):
     tracking_uri: str | None = None
     baseline_metrics: dict[str, float] = {}
     baseline_run_id: str | None = None
-    baseline_predictions: str | None = None  # the teacher's per-row predictions (predictions.npz), local path
+    baseline_predictions: str | None = None  # studies before 2026-12: a local path; now read from baseline_run_id's artifact
     # The teacher measured with each thread count a placement measures with ({"4": metrics}): a trial is
     # compared with the teacher measured on as many threads as it was (pareto.baseline_for).
     baselines_by_threads: dict[str, dict[str, float]] = {}

@@ -203,7 +203,7 @@ def record_baseline(ctx: Context, log: Log) -> None:
         ctx.tracker.log(run_id, metrics=own)
         baseline.update(own)
     ctx.tracker.end(run_id, FINISHED)
-    set_study(study, baseline_metrics=baseline, baseline_run_id=run_id, baseline_predictions=prep.baseline_predictions or None,
+    set_study(study, baseline_metrics=baseline, baseline_run_id=run_id,  # the teacher's predictions: an artifact of that run
               measure_method_tags=method_tags(prep.baseline_tags))
     ctx.baseline = baseline
     threads = measured_threads(prep.baseline_tags)
