@@ -9,11 +9,15 @@ import tempfile
 from pathlib import Path
 
 import optuna
+from typing import TYPE_CHECKING
+
 from optuna.trial import FrozenTrial, TrialState
 
 from orchestrator.record import study_record, trial_record
-from orchestrator.tracking import Tracker
 from trainers.measure import predictions as P
+
+if TYPE_CHECKING:  # MLflow loads only when a file has to be downloaded
+    from orchestrator.tracking import Tracker
 
 TEACHER = "teacher"
 

@@ -108,7 +108,7 @@ def test_measuring_says_where_its_time_goes_and_scores_validation_in_the_energy_
 def test_int8_matmul_on_cpu_gives_torchs_int_mm_integers(k):
     import torch
 
-    from trainers.deploy.modeling_pruned import _int8_matmul
+    from trainers.families.int8 import _int8_matmul
 
     gen = torch.Generator().manual_seed(k)
     weight = torch.randint(-127, 128, (48, k), dtype=torch.int8, generator=gen)

@@ -14,12 +14,16 @@ from orchestrator.spec import load_sweep
 from conftest import REPO
 
 
-def test_the_demo_grid_has_4_distinct_trainings_for_16_points():
+def test_the_demo_grid_runs_24_points_on_6_trainings_and_its_vocabulary_twin_16_on_4():
     grid = load_sweep(REPO / "sweeps" / "demo.yaml", check_hardware=False).search_space.grid()
-    assert len(grid) == 16  # 2 ratios x 2 precisions x 2 runtimes x 2 vocabularies
-    assert fold_points(grid) == (grid, 0)  # one temperature, alpha 0.7: nothing to fold
-    # fp32/int8 and torch/onnxruntime serve the same trained student; the vocabulary picks another teacher
-    assert distinct_trainings(grid) == 4
+    assert len(grid) == 32  # 2 ratios x 2 temperatures x 2 alphas x 2 precisions x 2 runtimes
+    kept, folded = fold_points(grid)
+    assert (len(kept), folded) == (24, 8)  # the temperature has no effect at alpha 0 (the no-distillation control)
+    # fp32/int8 and torch/onnxruntime serve the same trained student: ratio x (alpha 0, alpha 0.7 at T 2, at T 4)
+    assert distinct_trainings(kept) == 6
+    vocab = load_sweep(REPO / "sweeps" / "demo_vocabulary.yaml", check_hardware=False).search_space.grid()
+    assert len(vocab) == 16 and fold_points(vocab) == (vocab, 0)
+    assert distinct_trainings(vocab) == 4  # the vocabulary picks another teacher
 
 
 def test_temperature_folds_at_alpha_zero_only_and_every_other_dimension_is_kept():
