@@ -57,10 +57,11 @@ def compare_command(
     root: Path = typer.Option(Path("mlruns"), "--root", help="local store"),
 ) -> None:
     """Paired comparison of two trials (or a trial and the teacher) from their logged per-row predictions."""
-    from orchestrator.cli import _fail, _study_and_tracker
+    from orchestrator.cli import _fail, _study, _tracker
     from orchestrator.terminal import console
 
-    study, _, tracker = _study_and_tracker(study_name, storage, tracking_uri, root)
+    study, record = _study(study_name, storage, root)
+    tracker = _tracker(record, tracking_uri, root)
     try:
         table = compare_table(label(a), predictions_of(study, a, tracker), label(b), predictions_of(study, b, tracker))
     except ValueError as exc:
