@@ -19,7 +19,7 @@ from orchestrator.study import open_storage
 
 def start_sweep(*args: str, cwd: Path, log_name: str, env: dict | None = None) -> subprocess.Popen:
     """`sweep ARGS` in its own process group (so a test can Ctrl-C it like a terminal would)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "SWEEP_HEARTBEAT_SECONDS": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "SWEEP_HEARTBEAT_SECONDS": "3", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     out = open(cwd / f"{log_name}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, stdout=out,

@@ -203,8 +203,8 @@ def test_two_machines_one_teacher_and_a_killed_launcher(postgres_url, mlflow_ser
     SIGKILLed mid-sweep, the worker finishes the study, and a relaunch shows the whole front once."""
     name = f"pg2-{uuid.uuid4().hex[:8]}"
     data = make_topics_csv(tmp_path / "topics.csv")
-    doc = sweep_doc(tiny_encoder, data, name=name, **{"training.epochs": 1, "budget.max_retries": 1,
-                                                       "search_space.distill_alpha": [0.7]})  # two grid points
+    # four grid points: the launcher cannot run them all before the worker (downloading the teacher) has one
+    doc = sweep_doc(tiny_encoder, data, name=name, **{"training.epochs": 1, "budget.max_retries": 1})
     sweep = write_sweep(tmp_path, doc, "two.yaml")
     root_a, root_b = tmp_path / "machine-a", tmp_path / "machine-b"
     common = ("--storage", postgres_url, "--tracking-uri", mlflow_server.uri, "--workers", "1")
