@@ -193,7 +193,7 @@ def run_job(
         return outcome
     start = time.monotonic()
     with open(log, "ab") as out:
-        proc = _start(kind, job, result, log, out, placement)
+        proc = _beating(lambda: _start(kind, job, result, log, out, placement), heartbeat, heartbeat_s)
         try:
             if on_start is not None:
                 on_start(proc.pid)
@@ -241,6 +241,30 @@ def run_job(
 WARM_KINDS = {"trial"}
 _servers: dict[tuple, ForkServer] = {}
 _servers_lock = threading.Lock()
+
+
+def _beating(start: Callable[[], subprocess.Popen], heartbeat: Callable[[], bool | None] | None,
+             heartbeat_s: float) -> subprocess.Popen:
+    """`start()`, beating the heartbeat meanwhile: a warm server still importing (prewarmed a moment ago)
+    makes the first start wait, and a silent trial would be reaped by another worker as dead."""
+    if heartbeat is None:
+        return start()
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(heartbeat_s):
+            try:
+                heartbeat()
+            except Exception:  # noqa: BLE001 - the loop after the start reports heartbeat trouble
+                pass
+
+    beater = threading.Thread(target=beat, name="heartbeat-while-starting", daemon=True)
+    beater.start()
+    try:
+        return start()
+    finally:
+        done.set()
+        beater.join()
 
 
 def _start(kind: str, job: Path, result: Path, log: Path, out, placement: Placement):
