@@ -175,7 +175,8 @@ def cells(args) -> list[dict]:
     none = {"alpha": 0.0, "T": None, "hidden": 0.0}
     out: list[dict] = []
     if "main" in args.parts:
-        out += [{"method": m, "ratio": r, **s} for r in args.ratios for s in (none, kd) for m in args.methods]
+        settings = [s for name, s in (("none", none), ("kd", kd)) if name in args.main_distillation]
+        out += [{"method": m, "ratio": r, **s} for r in args.ratios for s in settings for m in args.methods]
     if "hidden" in args.parts and args.hidden_weight > 0:
         out += [{"method": m, "ratio": r, **kd, "hidden": args.hidden_weight} for r in args.ratios for m in args.hidden_methods]
     if "grid" in args.parts:
@@ -267,6 +268,8 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
                    help="main: methods x ratios x {no KD, KD}; hidden: KD + hidden states; grid: T x alpha at 0.5")
+    p.add_argument("--main-distillation", nargs="+", default=["none", "kd"], choices=["none", "kd"],
+                   help="which distillation settings the main part runs (none: alpha 0; kd: --kd-alpha/--kd-temperature)")
     p.add_argument("--kd-alpha", type=float, default=0.7)
     p.add_argument("--kd-temperature", type=float, default=2.0)
     p.add_argument("--hidden-weight", type=float, default=1.0, help="training.distill_hidden_weight of the hidden rows")

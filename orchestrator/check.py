@@ -40,8 +40,15 @@ def grid_summary(spec: SweepSpec) -> tuple[list[dict], str]:
             f"{len(kept)} distinct point(s) with {distinct_trainings(kept)} distinct training(s) "
             f"(int8 and ONNX Runtime reuse the fp32 PyTorch training); this sweep runs {len(points)} point(s) = "
             f"{distinct_trainings(points)} training(s)"
-            + (f" x {spec.training.seeds} seeds" if spec.training.seeds > 1 else ""))
+            + _seeds_note(spec.training.seed_policy))
     return points, line
+
+
+def _seeds_note(policy) -> str:
+    if policy.adaptive:
+        cap = f", at most {policy.max_trainings} trainings in all" if policy.max_trainings else ""
+        return f" x {policy.min} seed(s), up to {policy.max} for points whose verdict stays uncertain (adaptive{cap})"
+    return f" x {policy.min} seeds" if policy.min > 1 else ""
 
 
 def check_sweep(spec: SweepSpec, *, say: Say, calibrate: bool = True, workers: int = 1,
@@ -137,7 +144,7 @@ def _teacher_for_calibration(spec, model_ref: str, loaded, data_fp: str, tmp: Pa
     from trainers.teacher import DONE, teacher_key
 
     if cache is not None:
-        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training,
+        cached = cache / teacher_key(model_ref, spec.teacher, data_fp, spec.training.for_trial(),
                                      device=resolve_device(spec.training.device))
         if (cached / DONE).exists():
             return cached / "model", True
@@ -179,9 +186,9 @@ def _calibrated_estimate(spec, teacher_dir: Path, encoded, points: list[dict], t
     # Measuring: the latency budget plus a fresh process (interpreter, imports, loading): an assumption, said so.
     measure_s = spec.measure.max_seconds + 10.0
     refill = planned_steps(n_train, spec.training.model_copy(update={"epochs": spec.pruning.refill_epochs}))
-    return estimate(points, steps_per_trial=steps * spec.training.seeds, step_seconds=step_seconds, measure_s_per_trial=measure_s,
+    return estimate(points, steps_per_trial=steps * spec.training.seed_policy.min, step_seconds=step_seconds, measure_s_per_trial=measure_s,
                     teacher_s=teacher_s, workers=workers,
-                    refill_steps_per_trial=lambda r: refill * spec.training.seeds if spec.pruning.refills(r) else 0)
+                    refill_steps_per_trial=lambda r: refill * spec.training.seed_policy.min if spec.pruning.refills(r) else 0)
 
 
 def _ratio_range(spec) -> list[float]:

@@ -16,14 +16,16 @@ import optuna
 from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from orchestrator.record import trial_record
+from orchestrator.record import superseded, trial_record
 
 
 def context_groups(trials: Sequence[FrozenTrial]) -> dict[str | None, list[FrozenTrial]]:
-    """Completed trials by measurement context (None: recorded before contexts), in trial order."""
+    """Completed trials by measurement context (None: recorded before contexts), in trial order; a trial that
+    an adaptive-seeds top-up replaced (the same point, more seeds) is left out."""
     groups: dict[str | None, list[FrozenTrial]] = {}
+    gone = superseded(trials)
     for t in sorted(trials, key=lambda t: t.number):
-        if t.state == TrialState.COMPLETE:
+        if t.state == TrialState.COMPLETE and t.number not in gone:
             groups.setdefault(trial_record(t).measurement_context, []).append(t)
     return groups
 
@@ -45,8 +47,10 @@ def fronts_by_context(study: optuna.Study) -> dict[str | None, list[FrozenTrial]
 def main_front(study: optuna.Study) -> tuple[str | None, list[FrozenTrial], dict[str | None, list[FrozenTrial]]]:
     """(main context, its front, the other contexts' fronts); with one context, the front is study.best_trials."""
     groups = context_groups(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if len(groups) <= 1:
+    if len(groups) <= 1 and not superseded(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
         return next(iter(groups), None), list(study.best_trials), {}
+    if not groups:
+        return None, [], {}
     fronts = {c: _get_pareto_front_trials_by_trials(g, study.directions, consider_constraint=True)
               for c, g in groups.items()}
     main = main_context(groups)

@@ -37,7 +37,8 @@ from trainers.measure.predictions import load as load_predictions
 from trainers.measure.context import context_of
 
 
-def trial_config(ctx: Context, params: dict, number: int, placement: Placement | None = None) -> TrialConfig:
+def trial_config(ctx: Context, params: dict, number: int, placement: Placement | None = None,
+                 seeds: int | None = None) -> TrialConfig:
     spec, prep = ctx.spec, ctx.prepared
     # CPU executors of one machine take turns to measure, or parallel trials would slow each other's timings.
     lock = (ctx.root / "cache" / "measure.lock").resolve() if placement is not None and placement.gpu is None else None
@@ -52,7 +53,7 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
         data=spec.data,
         data_base_dir=spec.base_dir,
         cache_dir=(ctx.root / "cache" / "data").resolve(),
-        training=spec.training,
+        training=spec.training.for_trial(seeds),  # adaptive seeds: a top-up trial runs more than the min
         pruning=spec.pruning,
         measure=spec.measure,
         pruning_ratio=float(params["pruning_ratio"]),
@@ -92,7 +93,8 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     spec, study = ctx.spec, ctx.study
     params = suggest(trial, spec)
     number = trial.number
-    cfg = trial_config(ctx, params, number, placement)
+    topup = trial_record(frozen(study, trial))  # an adaptive-seeds top-up carries its seed count and why
+    cfg = trial_config(ctx, params, number, placement, seeds=topup.seeds)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     cfg_path, result_path, log_path = cfg.output_dir / "trial_config.yaml", cfg.output_dir / "result.json", cfg.output_dir / "worker.log"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -107,9 +109,14 @@ def dispatch_trial(ctx: Context, trial: optuna.Trial, placement: Placement, stop
     )
     set_trial(study, trial, mlflow_run_id=run_id, output_dir=str(cfg.output_dir))
     ctx.tracker.log(run_id, params={**params, **flatten("", {"pruning": spec.pruning.model_dump(mode="json"),
-                                                               "training": spec.training.model_dump(mode="json")})})
+                                                               "training": cfg.training.model_dump(mode="json")})})
     ctx.tracker.log_artifacts(run_id, cfg_path)
-    log(f"trial {number}: {params}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+    if topup.supersedes is not None:
+        ctx.tracker.log(run_id, tags={"sweep.seeds": str(topup.seeds), "sweep.supersedes_trial": str(topup.supersedes),
+                                      "sweep.seeds_reason": (topup.seeds_reason or "")[:5000]})
+    log(f"trial {number}: {params}" + (f" (attempt {attempt})" if attempt > 1 else "")
+        + (f" - {topup.seeds} seeds, replaces trial {topup.supersedes}: {topup.seeds_reason}" if topup.supersedes is not None
+           else ""))
 
     with ctx.lock:  # the twin in the early-stopping companion study
         watch = TrialWatch(cfg.output_dir, ctx.early_stopping, number)

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from orchestrator import pareto
 from orchestrator import stats
+from orchestrator.contexts import main_front
 from orchestrator.model_card import model_card
 from orchestrator.prediction_files import paired_accuracy, trial_predictions
 from orchestrator.record import study_record, trial_record
@@ -177,7 +178,7 @@ def export_trial(study: optuna.Study, spec: SweepSpec, tracker: Tracker, *, rule
         "teacher_measured_on_threads": compared_threads if compared_threads is not None else "all cores (default baseline)",
         "one_off_costs": dict(sorted(study_rec.oneoff_metrics.items())),
         "meets_constraints": pareto.feasible(chosen),
-        "on_pareto_front": chosen.number in {t.number for t in study.best_trials},
+        "on_pareto_front": chosen.number in {t.number for t in main_front(study)[1]},
         "measured_on": {k: v for k, v in run.data.tags.items() if k.startswith(MEASURED_ON_PREFIXES)},
         "model": "model/",
         "onnx": {"fp32": "model/model.onnx", "int8": "model/model.int8.onnx"},

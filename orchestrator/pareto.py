@@ -235,15 +235,27 @@ def indistinguishable(a: dict[str, float], b: dict[str, float], key: str, rel_to
     return abs(va - vb) <= rel_tol * max(abs(va), abs(vb))
 
 
-def break_ties(front: Sequence[Row], objective_keys: Sequence[str], rel_tol: float) -> tuple[list[Row], list[str]]:
+def break_ties(front: Sequence[Row], objective_keys: Sequence[str], rel_tol: float,
+               paired: Callable[[int, int], tuple[float, float] | None] | None = None) -> tuple[list[Row], list[str]]:
     """Front points that no measurement tells apart on every objective are one point: keep the one with
-    fewer parameters, then the lower trial number, and say so ("trial 7 ~ trial 4: tie within noise, kept 4")."""
+    fewer parameters, then the lower trial number, and say so ("trial 7 ~ trial 4: tie within noise, kept 4").
+
+    Validation accuracy is told apart the way picks do it: by the paired 95 % interval of the difference
+    on the shared rows (`paired(number_a, number_b)` -> (low, high)), when both have prediction files;
+    else by each value lying within the other's interval."""
     order = sorted(front, key=lambda r: (r.metrics.get(M.PARAMS_TOTAL, math.inf), r.number))
     kept: list[Row] = []
     notes: list[str] = []
+
+    def same(a: Row, b: Row, key: str) -> bool:
+        if key == M.VAL_ACCURACY and paired is not None and key in a.metrics and key in b.metrics:
+            iv = paired(a.number, b.number)
+            if iv is not None:
+                return iv[0] <= 0.0 <= iv[1]
+        return indistinguishable(a.metrics, b.metrics, key, rel_tol)
+
     for row in order:
-        twin = next((k for k in kept if all(indistinguishable(row.metrics, k.metrics, key, rel_tol)
-                                            for key in objective_keys)), None)
+        twin = next((k for k in kept if all(same(row, k, key) for key in objective_keys)), None)
         if twin is None:
             kept.append(row)
         else:

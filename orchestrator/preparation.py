@@ -60,7 +60,7 @@ def run_preparation(spec: SweepSpec, root: Path, *, measure_baseline: bool, log:
         teacher_ref=teacher_ref,
         data=spec.data,
         data_base_dir=spec.base_dir,
-        training=spec.training,
+        training=spec.training.for_trial(),
         measure=spec.measure,
         cache_dir=(root / "cache").resolve(),
         measure_baseline=measure_baseline,

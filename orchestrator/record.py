@@ -48,6 +48,10 @@ class TrialRecord(BaseModel):
     training_key: str | None = None
     reused_training_of: str | None = None  # None: trained by this trial
     stop_reason: str | None = None  # why early stopping pruned it (PRUNED trials)
+    # Adaptive seeds (orchestrator/adaptive_seeds.py): a top-up reruns a point with more seeds and replaces it.
+    seeds: int | None = None  # None: the policy's min
+    supersedes: int | None = None  # the trial of the same point with fewer seeds that this one replaces
+    seeds_reason: str | None = None  # why the point got another seed
 
 
 class StudyRecord(BaseModel):
@@ -180,6 +184,12 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: list[float] | None = 
 def enqueue(study: optuna.Study, params: dict, **fields) -> None:
     """Queue a trial of fixed `params` that starts with the given record fields (attempt, retry_of)."""
     study.enqueue_trial(dict(params), user_attrs=_check(TrialRecord, fields))
+
+
+def superseded(trials) -> set[int]:
+    """Trials replaced by a completed adaptive-seeds top-up of the same point with more seeds."""
+    return {r.supersedes for t in trials if t.state == TrialState.COMPLETE
+            and (r := trial_record(t)).supersedes is not None}
 
 
 def trial_point(t: FrozenTrial) -> dict:

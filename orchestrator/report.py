@@ -14,7 +14,7 @@ from rich.table import Table
 
 from orchestrator import pareto
 from orchestrator.plots import PlotPoint, write_pareto_plots
-from orchestrator.record import study_record, trial_point, trial_record
+from orchestrator.record import study_record, superseded, trial_point, trial_record
 from orchestrator.spec import SweepSpec
 from trainers import metrics as M
 
@@ -33,29 +33,45 @@ class FrontReport:
     oneoff: dict[str, float] = field(default_factory=dict)
     oneoff_tags: dict[str, str] = field(default_factory=dict)
     method_tags: dict[str, str] = field(default_factory=dict)
-    seeds: int = 1
+    seeds: int = 1  # the most seeds a point has (adaptive seeds: the policy's max)
+    adaptive_seeds: bool = False  # each point has its own seed count (column 'seeds')
     constraints: list = field(default_factory=list)  # spec.Constraint: the caption says which rule each one used
     by_context: dict[str, dict[str, float]] = field(default_factory=dict)  # the teacher per measurement context
     context: str | None = None  # the measurement context of this front (trainers.measure.context)
     other_fronts: dict[str | None, list[int]] = field(default_factory=dict)  # other contexts: their own fronts
 
 
-def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTrial] | None = None) -> FrontReport:
+def front_report(study: optuna.Study, spec: SweepSpec, front: Sequence[FrozenTrial] | None = None,
+                 tracker=None) -> FrontReport:
     """Optuna's front with ties within measurement noise broken (pareto.break_ties), and what the caption needs."""
     from orchestrator.contexts import main_front
+    from orchestrator.prediction_files import paired_accuracy
 
     record = study_record(study)
     context, main, others = main_front(study)
     front = list(main if front is None else front)
+    by_number = {t.number: t for t in front}
+    paired = paired_accuracy(tracker)
     kept_rows, notes = pareto.break_ties(pareto.rows(front, record.baseline_metrics, by_context=record.baselines_by_context),
-                                         [o.key for o in spec.objectives], spec.measure.rel_tol)
+                                         [o.key for o in spec.objectives], spec.measure.rel_tol,
+                                         paired=lambda a, b: paired(by_number[a], by_number[b]))
     kept = {r.number for r in kept_rows}
     return FrontReport(front=[t for t in front if t.number in kept], notes=notes,
                        baselines={int(k): v for k, v in record.baselines_by_threads.items()},
                        oneoff=record.oneoff_metrics, oneoff_tags=record.oneoff_tags,
-                       method_tags=record.measure_method_tags, seeds=spec.training.seeds, context=context,
+                       method_tags=record.measure_method_tags, seeds=spec.training.seed_policy.max, context=context,
+                       adaptive_seeds=spec.training.seed_policy.adaptive,
                        other_fronts={c: [t.number for t in f] for c, f in others.items()},
                        by_context=record.baselines_by_context, constraints=list(spec.constraints))
+
+
+def seed_values(metrics: dict[str, float], name: str = M.VAL_ACCURACY) -> list[float]:
+    """The per-seed values of a quality metric (`<name>_seed<i>`), in seed order."""
+    out, i = [], 0
+    while M.seed_name(name, i) in metrics:
+        out.append(metrics[M.seed_name(name, i)])
+        i += 1
+    return out
 
 
 def _acc(metrics: dict[str, float], name: str, seeds: int) -> str:
@@ -100,7 +116,12 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
              "ok = meets the constraints"]
     if report is None:
         return lines[0]
-    if report.seeds > 1:
+    if report.adaptive_seeds:
+        lines.append("students: accuracy = mean over the point's own seeds (column 'seeds': adaptive, an extra seed only "
+                     "where a verdict was still uncertain; why: sweep.adaptive_seeds on the parent run), each seed's "
+                     "model scored in its deployed runtime; latency, memory and energy measured once, on the median-val "
+                     "seed's model (the one exported)")
+    elif report.seeds > 1:
         lines.append(f"students: accuracy = mean over {report.seeds} seeds, each seed's model scored in its deployed "
                      "runtime; latency, memory and energy measured once, on the median-val seed's model (the one exported)")
     lines.append(r"acc \[low,high] = 95 % interval counting seed AND row noise: two-level bootstrap (2,000 replicates: "
@@ -146,11 +167,12 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
     seeds = report.seeds if report is not None else 1
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, caption=caption(report, baseline),
                   caption_justify="left")
-    for col in ("trial", "prune", "T", "alpha", "prec", "runtime", "vocab", "val acc", "Δval", "noise",
-                "test acc*", "ms", "speedup", "MiB", "train kWh", "kWh/1k", "ok"):
+    adaptive = report is not None and report.adaptive_seeds
+    for col in ("trial", *(("seeds",) if adaptive else ()), "prune", "T", "alpha", "prec", "runtime", "vocab", "val acc",
+                "Δval", "noise", "test acc*", "ms", "speedup", "MiB", "train kWh", "kWh/1k", "ok"):
         table.add_column(col, justify="right")
     if baseline:
-        table.add_row("teacher", "0", "-", "-", "fp32", "torch", "full", _acc(baseline, M.VAL_ACCURACY, 1), "0.0", "",
+        table.add_row("teacher", *(("1",) if adaptive else ()), "0", "-", "-", "fp32", "torch", "full", _acc(baseline, M.VAL_ACCURACY, 1), "0.0", "",
                       _acc(baseline, M.TEST_ACCURACY, 1), _fmt(baseline.get(M.LATENCY_P50_BS1), ".2f"), "1.00x",
                       _fmt(baseline.get(M.MEMORY_MODEL), ".1f"), "-",
                       _fmt(baseline.get(M.ENERGY_PER_1K), ".2e"), "", style="dim")
@@ -158,7 +180,7 @@ def pareto_table(front: Sequence[FrozenTrial], baseline: dict[str, float], title
                            by_context=report.by_context if report is not None else None):
         m, d, p = row.metrics, row.deltas, row.params
         table.add_row(
-            str(row.number), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",
+            str(row.number), *((str(len(seed_values(m)) or 1),) if adaptive else ()), f"{p.get('pruning_ratio', 0):g}", f"{p.get('distill_temperature', 0):g}",
             f"{p.get('distill_alpha', 0):g}", str(p.get("precision")), RUNTIME_SHORT.get(p.get("runtime", "torch"), "?"),
             str(p.get("vocabulary", "full")), _acc(m, M.VAL_ACCURACY, seeds),
             _delta(m, d), _noise(m, baseline), _acc(m, M.TEST_ACCURACY, seeds),
@@ -176,7 +198,10 @@ def trials_table(study: optuna.Study) -> Table:
     for col in ("trial", "state", "ratio", "T", "alpha", "precision", "runtime", "vocab", "val acc", "test acc (reported)",
                 "latency ms", "seconds", "note"):
         table.add_column(col, justify="right" if col not in ("state", "note", "precision", "runtime", "vocab") else "left")
-    front = {b.number for b in study.best_trials}
+    from orchestrator.contexts import main_front
+
+    front = {b.number for b in main_front(study)[1]}
+    gone = superseded(study.get_trials(deepcopy=False))
     for t in study.get_trials(deepcopy=False):
         p = trial_point(t)
         record = trial_record(t)
@@ -187,6 +212,10 @@ def trials_table(study: optuna.Study) -> Table:
             note = f"reused the training of {record.reused_training_of}"
         if t.state == TrialState.COMPLETE and t.number in front:
             note = "pareto front"
+        if record.supersedes is not None:
+            note = f"{record.seeds} seeds, replaces trial {record.supersedes}" + (" - pareto front" if t.number in front else "")
+        if t.number in gone:
+            note = "replaced by a top-up with more seeds"
         table.add_row(str(t.number), t.state.name, f"{p.get('pruning_ratio', '-')}", f"{p.get('distill_temperature', '-')}",
                       f"{p.get('distill_alpha', '-')}", str(p.get("precision", "-")), str(p.get("runtime", "torch")),
                       str(p.get("vocabulary", "full")), _fmt(m.get(M.VAL_ACCURACY)),
@@ -198,7 +227,8 @@ def plot_points(study: optuna.Study, on_front: set[int]) -> list[PlotPoint]:
     """Every completed trial as a plot point (its parameters, measured metrics, feasibility, front membership)."""
     return [PlotPoint(number=t.number, params=trial_point(t), metrics=trial_record(t).metrics, feasible=pareto.feasible(t),
                       on_front=t.number in on_front)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.number not in superseded(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
 
 
 def teacher_point(baseline: dict[str, float]) -> dict[str, float]:

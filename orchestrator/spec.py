@@ -226,12 +226,58 @@ def check_pick(rule: str) -> None:
         raise ValueError(f"pick {rule!r}: expected one of {sorted(PICK_RULES)} or trial:N")
 
 
+class SeedPolicy(Strict):
+    """`training.seeds: {min: 1, max: 3}`: every point trains `min` seeds; then, round by round, points whose
+    verdict is still uncertain (on the front or not, ~teacher or worse) get one more, up to `max`, until
+    none is uncertain or `max_trainings` student trainings have run (orchestrator/adaptive_seeds.py)."""
+
+    min: int = Field(1, ge=1, le=20, description="seeds every point trains")
+    max: int = Field(3, ge=1, le=20, description="the most seeds an uncertain point gets")
+    max_trainings: int | None = Field(
+        None, ge=1, description="student trainings the whole sweep may run, all seeds and top-ups counted (a training "
+        "shared by several points counts once); None: until no verdict is uncertain")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SeedPolicy":
+        if self.max < self.min:
+            raise ValueError(f"seeds: max {self.max} is below min {self.min}")
+        return self
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max > self.min
+
+
+class SweepTraining(TrainingConfig):
+    """The sweep file's `training:` section: a trial's TrainingConfig, whose `seeds` may be adaptive."""
+
+    seeds: Union[int, SeedPolicy] = Field(  # type: ignore[assignment]
+        1, description="train each point this many times (seeds seed, seed+1, ...), or {min, max, max_trainings}: "
+        "adaptive, extra seeds only for points whose verdict is still uncertain")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_count(cls, v):
+        if isinstance(v, int) and not 1 <= v <= 20:
+            raise ValueError(f"seeds: expected 1 to 20 (or {{min, max}}), got {v}")
+        return v
+
+    @property
+    def seed_policy(self) -> SeedPolicy:
+        return self.seeds if isinstance(self.seeds, SeedPolicy) else SeedPolicy(min=self.seeds, max=self.seeds)
+
+    def for_trial(self, seeds: int | None = None) -> TrainingConfig:
+        """The TrainingConfig one trial runs: `seeds` of them (default: the policy's min)."""
+        n = self.seed_policy.min if seeds is None else seeds
+        return TrainingConfig.model_validate({**self.model_dump(exclude={"seeds"}), "seeds": n})
+
+
 class SweepSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study and experiment name")
     description: str = ""
     teacher: TeacherConfig
     data: DataConfig
-    training: TrainingConfig = TrainingConfig()
+    training: SweepTraining = SweepTraining()
     pruning: PruningConfig = PruningConfig()
     measure: MeasureConfig = MeasureConfig()
     vocabulary: VocabularyConfig = VocabularyConfig()

@@ -6,7 +6,9 @@
   interval is never zero-width because the seeds happened to agree, nor at 0 or 100 %).
 - `paired_delta`: accuracy of A minus accuracy of B on the rows both predicted, with a paired
   bootstrap: one row resample shared by both sides (the pairing), each side's seeds resampled on
-  their own.
+  their own; at least as wide as the Agresti-Min interval of the kept models' 2x2 table (half a row
+  added to each cell), so two models that agree on every row of a small split get an interval that says
+  how few rows that was, not a zero-width one.
 - `mcnemar`: the exact McNemar test of two single models on the discordant rows (scipy binomtest).
 
 Deterministic: every bootstrap uses its own generator seeded with `BOOTSTRAP_SEED`.
@@ -28,7 +30,8 @@ _CHUNK = 250
 METHOD = (f"two-level bootstrap ({BOOTSTRAP_REPLICATES} replicates: rows resampled, then seeds), 95 % percentile "
           "interval, at least the Wilson 95 % interval on the validation rows")
 PAIRED_METHOD = (f"paired bootstrap on the shared rows ({BOOTSTRAP_REPLICATES} replicates: one row resample for both "
-                 "models, each one's seeds resampled), 95 % percentile interval")
+                 "models, each one's seeds resampled), 95 % percentile interval, at least the Agresti-Min interval "
+                 "of the kept models' discordant rows")
 
 
 def _z(confidence: float) -> float:
@@ -121,8 +124,19 @@ def paired_delta(a: SplitRows, b: SplitRows, *, kept_a: int = 0, kept_b: int = 0
     low, high = _quantiles(reps, confidence)
     acc_a, acc_b = float(ca.mean()), float(cb.mean())
     ka, kb = ca[min(kept_a, len(ca) - 1)], cb[min(kept_b, len(cb) - 1)]
-    return Paired(rows=int(ca.shape[1]), a=acc_a, b=acc_b, delta=acc_a - acc_b, low=min(low, acc_a - acc_b),
-                  high=max(high, acc_a - acc_b), a_only=int((ka & ~kb).sum()), b_only=int((kb & ~ka).sum()))
+    a_only, b_only, n = int((ka & ~kb).sum()), int((kb & ~ka).sum()), int(ca.shape[1])
+    floor = discordance_floor(a_only, b_only, n, confidence)
+    delta = acc_a - acc_b
+    return Paired(rows=n, a=acc_a, b=acc_b, delta=delta, low=min(low, delta - floor), high=max(high, delta + floor),
+                  a_only=a_only, b_only=b_only)
+
+
+def discordance_floor(a_only: int, b_only: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """The least half-width of a paired interval on n rows, `a_only` and `b_only` of them discordant: the
+    Agresti-Min (2005) interval's (half a row added to each cell of the 2x2 table, then Wald), which is about
+    the bootstrap's where rows disagree and 1.96 / (n + 2) x 1 row's worth (not 0) where none do."""
+    b, c, m = a_only + 0.5, b_only + 0.5, n + 2.0
+    return _z(confidence) * math.sqrt(max(0.0, (b + c) - (b - c) ** 2 / m)) / m
 
 
 def mcnemar(paired: Paired) -> float:

@@ -29,6 +29,7 @@ from orchestrator.early_stopping import EarlyStopping
 from orchestrator.preparation import PreparationDisplay, run_preparation
 from orchestrator.record import set_study, storage_of, study_record, trial_record
 from orchestrator.report import FrontReport, front_report, write_plots
+from orchestrator.seed_rounds import run_rounds
 from orchestrator.spec import SpecError, SweepSpec, check_precisions, stored_spec  # noqa: F401 (stored_spec: re-exported)
 from orchestrator.study import DEFAULT_ROOT, counts, default_storage_url, load_study, open_storage, open_study
 from orchestrator.tracking import FINISHED, KILLED, Tracker, flatten, git_commit, overridden, resolve_tracking_uri, software_tags
@@ -221,6 +222,8 @@ def run_sweep(ctx: Context, placements: list[Placement], *, stop: threading.Even
     prewarm(placements)  # trials start as forks of a warm server per executor; it imports meanwhile
     ensure_baselines(ctx, placements, log)  # the teacher on the same thread counts as the trials
     run_executors(ctx, placements, stop=stop, log=log, progress=progress)
+    # adaptive seeds: rounds of top-ups for the points whose verdict is still uncertain
+    run_rounds(ctx, lambda: run_executors(ctx, placements, stop=stop, log=log, progress=progress), stop, log)
 
 
 def method_tags(tags: dict[str, str]) -> dict[str, str]:

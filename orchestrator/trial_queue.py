@@ -159,9 +159,9 @@ def _duplicate_of(study: optuna.Study, mine: FrozenTrial, params: dict) -> int |
     The last guard against a point completing twice (e.g. queued twice by a race with a storage
     that has no shared lock): of two live copies the lower-numbered one runs, the other is skipped.
     """
-    key = point_key(params)
+    key = (point_key(params), trial_record(mine).seeds)  # an adaptive-seeds top-up is its own point
     for t in study.get_trials(deepcopy=False):
-        if trial_id(t) == trial_id(mine) or point_key(trial_point(t)) != key:
+        if trial_id(t) == trial_id(mine) or (point_key(trial_point(t)), trial_record(t).seeds) != key:
             continue
         if t.state in DONE or (t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < mine.number):
             return t.number

@@ -85,6 +85,40 @@ def test_the_paired_interval_separates_models_whose_unpaired_intervals_overlap()
     assert stats.paired_delta(_rows(s), teacher).verdict == "~"
 
 
+def test_a_paired_interval_is_never_zero_width_because_the_models_agreed_on_every_row():
+    same = np.r_[np.ones(64), np.zeros(2)]  # 66 validation rows, student and teacher right on the same 64
+    p = stats.paired_delta(_rows(np.stack([same, same])), _rows(same))
+    assert p.delta == 0.0 and (p.a_only, p.b_only) == (0, 0)
+    # the bootstrap alone is degenerate here; the floor (Agresti-Min: half a row in each cell) is 1.96 / 68
+    assert p.high == pytest.approx(1.959964 / 68, rel=1e-4) and p.low == pytest.approx(-p.high)
+    assert p.verdict == "~"
+    # on 1,000 agreeing rows the floor is 10 times narrower: it shrinks with the evidence, it is no constant
+    many = stats.paired_delta(_rows(np.ones(1000)), _rows(np.ones(1000)))
+    assert many.high == pytest.approx(1.959964 / 1002, rel=1e-4)
+    # where rows disagree, the floor is about the bootstrap's own width: it does not swamp the evidence
+    student, teacher = _pair_at_90_percent(25)
+    q = stats.paired_delta(student, teacher)
+    assert stats.discordance_floor(0, 25, 1000) == pytest.approx(0.00986, abs=2e-4)
+    assert q.high - q.low == pytest.approx(2 * 0.00986, rel=0.25)
+
+
+def test_ties_on_the_front_read_the_paired_interval_of_accuracy():
+    """Two front points 1 point apart in accuracy, their unpaired intervals overlapping, the same latency:
+    unpaired they are one point; the paired interval on the shared rows separates them."""
+    from orchestrator.pareto import Row
+
+    keys = [M.VAL_ACCURACY, M.LATENCY_P50_BS1]
+    common = {M.LATENCY_P50_BS1: 10.0, M.LATENCY_P90_BS1: 10.1, M.PARAMS_TOTAL: 1e6}
+    a = Row(1, {}, {**common, M.VAL_ACCURACY: 0.90, "val_accuracy_ci_low": 0.88, "val_accuracy_ci_high": 0.92}, {}, True, None)
+    b = Row(2, {}, {**common, M.VAL_ACCURACY: 0.89, "val_accuracy_ci_low": 0.87, "val_accuracy_ci_high": 0.91}, {}, True, None)
+    assert len(pareto.break_ties([a, b], keys, 0.02)[0]) == 1  # unpaired: each within the other's interval
+    apart = lambda x, y: (0.004, 0.016) if x == 2 else (-0.016, -0.004)  # noqa: E731 - 2 - 1 excludes 0
+    kept, notes = pareto.break_ties([a, b], keys, 0.02, paired=apart)
+    assert [r.number for r in kept] == [1, 2] and notes == []
+    tie = lambda x, y: (-0.02, 0.001)  # noqa: E731
+    assert len(pareto.break_ties([a, b], keys, 0.02, paired=tie)[0]) == 1
+
+
 def test_pairing_follows_row_ids_and_refuses_different_data():
     student, teacher = _pair_at_90_percent(30)
     order = np.random.default_rng(1).permutation(1000)

@@ -42,6 +42,7 @@ PARAMS_ENCODER = "params_encoder"
 
 # --- energy ------------------------------------------------------------------------------------
 ENERGY_TRAIN = "energy_kwh_train"
+TRAININGS_RUN = "student_trainings_run"  # seed trainings this trial ran itself (not reused from the shared cache)
 TRAIN_STEPS = "train_steps"  # optimiser steps the student's trainings ran, all seeds (fewer when stopped early)
 TRAIN_SECONDS = "train_seconds"
 TRAIN_STEPS_PLANNED = "train_steps_planned"  # the steps of every seed's training run to the end
@@ -139,6 +140,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(PARAMS_ENCODER, "count", "weights of the encoder's attention and FFN Linear layers", "minimize"),
         MetricInfo(TRAIN_STEPS, "steps", "optimiser steps of the student's trainings with their hybrid-filled retraining, "
                    "all seeds summed (fewer when pruned early)", "minimize"),
+        MetricInfo(TRAININGS_RUN, "count", "student trainings (one per seed) this trial ran itself, not reused from "
+                   "an identical training another trial ran", "minimize"),
         MetricInfo(TRAIN_STEPS_PLANNED, "steps", "optimiser steps of all seeds' trainings (retraining included) run to "
                    "the end", "minimize"),
         MetricInfo(TRAIN_SECONDS, "s", "wall time of the student's training loops with their hybrid-filled retraining, "

@@ -81,6 +81,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
                         # all seeds, each with its hybrid-filled retraining (a training cached before it was counted: 0)
                         "train_seconds": sum(t.stats["seconds"] + t.stats.get("refill_seconds", 0.0) for t in trainings),
                         M.TRAIN_STEPS: float(sum(t.stats["steps"] + t.stats.get("refill_steps", 0) for t in trainings)),
+                        M.TRAININGS_RUN: float(sum(t.reused_from is None for t in trainings)),
                         M.TRAIN_STEPS_PLANNED: float((stats["total_steps"] + stats.get("refill_steps_planned", 0)) * len(seeds)),
                         "train_loss_final": stats["final_loss"]}
     if stats["val_accuracy"]:  # during training, at the training precision; val_accuracy is the deployed model's
