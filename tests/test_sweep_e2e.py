@@ -250,7 +250,8 @@ def test_per_row_predictions_are_logged_and_every_interval_is_recomputed_from_th
         # the pooled interval, and the paired one against the teacher, recomputed from the artifacts
         _, low, high = stats.accuracy_interval(rows.splits["val"].correct)
         assert (m["val_accuracy_ci_low"], m["val_accuracy_ci_high"]) == (low, high) and high - low > 0
-        paired = stats.paired_delta(rows.splits["val"], teacher.splits["val"])
+        paired = stats.paired_delta(rows.splits["val"], teacher.splits["val"], kept_a=rows.kept, kept_b=teacher.kept)
+        assert paired.high > paired.low  # never zero-width, even where the two agree on every row
         assert m["delta_val_accuracy_points_ci_low"] == pytest.approx(100 * paired.low)
         assert m["delta_val_accuracy_points_ci_high"] == pytest.approx(100 * paired.high)
     table = sweep_cli("pareto", "tiny", cwd=work).stdout
