@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> None:
                             "wall_s": [r["wall_s"] for r in runs]}
         print(f"{setting}: same verdict in both runs: front {a['front']:.0%}, ~teacher {a['teacher']:.0%}, both "
               f"{a['both']:.0%} of {a['points']} points", flush=True)
+        (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        if args.doc:  # after every setting: a run cut short still leaves the settings it finished
+            write_doc(args, results)
     print(f"all settings: {time.perf_counter() - t_all:.0f} s")
-    (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    if args.doc:
-        write_doc(args, results)
 
 
 def _finished(store: Path, name: str) -> bool:
