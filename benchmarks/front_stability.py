@@ -19,7 +19,8 @@ trials (`student_trainings_run`).
 
 By default the grid is the demo's distinct trainings: its pruning ratios x temperatures x alphas at fp32 in
 PyTorch (6 points after folding; the int8 / ONNX Runtime variants share those trainings, so their accuracy
-verdicts follow them). `--full-grid` runs the demo grid as it is (32 points, 24 after folding).
+verdicts follow them). `--full-grid` runs the demo grid as it is (32 points, 24 after folding). Latency is
+measured briefly (5-15 repeats, at most 2 s), as in the cost benchmark's early-stopping runs.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     grid = {} if args.full_grid else {"search_space.precision": ["fp32"], "search_space.runtime": ["torch"]}
+    # latency and energy measured briefly (as the cost benchmark's early-stopping runs): the verdicts read
+    # accuracy and latency p50; the stable-latency loop's full budget would triple each run's measuring
+    grid.update({"measure.min_repeats": 5, "measure.max_repeats": 15, "measure.max_seconds": 2})
     teacher_model = args.work / "teacher-model"
     results: dict[str, dict] = {}
     t_all = time.perf_counter()
