@@ -225,10 +225,11 @@ def trials_table(study: optuna.Study) -> Table:
 
 def plot_points(study: optuna.Study, on_front: set[int]) -> list[PlotPoint]:
     """Every completed trial as a plot point (its parameters, measured metrics, feasibility, front membership)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    gone = superseded(done)  # a trial an adaptive-seeds top-up replaced is not a point of its own
     return [PlotPoint(number=t.number, params=trial_point(t), metrics=trial_record(t).metrics, feasible=pareto.feasible(t),
                       on_front=t.number in on_front)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.number not in superseded(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))]
+            for t in done if t.number not in gone]
 
 
 def teacher_point(baseline: dict[str, float]) -> dict[str, float]:

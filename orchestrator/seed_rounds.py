@@ -16,10 +16,8 @@ from orchestrator import adaptive_seeds as A
 from orchestrator.context import Context, Log
 from orchestrator.record import enqueue, superseded, trial_point, trial_record
 from orchestrator.spec import SweepSpec
-from orchestrator.trial_queue import point_key
+from orchestrator.trial_queue import DONE, point_key
 from trainers import metrics as M
-
-DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def seeds_of(t: FrozenTrial, spec: SweepSpec) -> int:
@@ -48,8 +46,10 @@ def point_of(t: FrozenTrial, spec: SweepSpec) -> A.Point | None:
         if o.key not in m:
             return None
         others.append(m[o.key] if o.direction == "minimize" else -m[o.key])
+    from orchestrator.report import seed_values
+
     seeds = seeds_of(t, spec)
-    per_seed = tuple(m[M.seed_name(M.VAL_ACCURACY, i)] for i in range(seeds) if M.seed_name(M.VAL_ACCURACY, i) in m)
+    per_seed = tuple(seed_values(m))
     constraints = tuple(-100.0 * t.constraints[c.label] for c in spec.constraints
                         if c.metric == "accuracy" and c.max_drop is not None and c.label in t.constraints)
     return A.Point(number=t.number, seeds=seeds, accuracy=m[M.VAL_ACCURACY], seed_accuracies=per_seed,
