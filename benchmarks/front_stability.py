@@ -10,6 +10,8 @@ same model in every run, only the students' seeds differ). For every grid point 
 runs' verdicts:
 
 - front: on the Pareto front the table shows (ties within noise broken), or not;
+- front, shared latencies: the same, with every point's latency replaced by its pruning ratio's median p50
+  over all runs (same architecture, same true latency), so that only the students' seeds move it;
 - teacher: "~teacher" (the paired 95 % interval of student - teacher contains 0), or not.
 
 and prints the fraction of points with the same verdict in both runs, per verdict and for both at once.
@@ -61,12 +63,46 @@ def verdicts(store: Path, name: str) -> tuple[dict[str, tuple[bool, bool]], floa
     front = {t.number for t in front_report(study, spec).front}
     trials = study.get_trials(deepcopy=False)
     baseline = study_record(study).baseline_metrics
-    out, seeds = {}, {}
+    out, seeds, measured = {}, {}, {}
     for t in current(trials):
         key = point_key(trial_point(t))
-        out[key] = (t.number in front, pareto.versus_teacher(trial_record(t).metrics, baseline) == "~teacher")
+        metrics = trial_record(t).metrics
+        out[key] = (t.number in front, pareto.versus_teacher(metrics, baseline) == "~teacher")
         seeds[key] = seeds_of(t, spec)
-    return out, trainings_spent(trials), seeds
+        measured[key] = {"ratio": float(trial_point(t)["pruning_ratio"]), "val_accuracy": metrics.get("val_accuracy"),
+                         "latency_ms": metrics.get("latency_ms_p50_bs1"),
+                         "feasible": pareto.feasible(t)}
+    return out, trainings_spent(trials), seeds, measured
+
+
+def shared_latency_front(measured: dict[str, dict], latency_by_ratio: dict[float, float]) -> dict[str, bool]:
+    """{point: on the front} when every point's latency is its pruning ratio's shared latency (the median of every
+    p50 this benchmark measured at that ratio: the same architecture, so the same true latency). Only the
+    students' seeds then move the verdict: non-dominated (accuracy max, latency min) among the feasible points."""
+    pts = {k: (m["val_accuracy"], latency_by_ratio[m["ratio"]]) for k, m in measured.items() if m["feasible"]}
+    return {k: k in pts and not any(a2 >= a and l2 <= l and (a2 > a or l2 < l) for a2, l2 in pts.values())
+            for k, (a, l) in ((k, pts.get(k, (None, None))) for k in measured)}
+
+
+def latency_by_ratio(results: dict) -> dict[float, float]:
+    import statistics
+
+    by: dict[float, list[float]] = {}
+    for r in results.values():
+        for run in r["measured"]:
+            for m in run.values():
+                if m["latency_ms"] is not None:
+                    by.setdefault(m["ratio"], []).append(m["latency_ms"])
+    return {ratio: statistics.median(v) for ratio, v in by.items()}
+
+
+def shared_front_agreement(results: dict) -> None:
+    """Adds `front_shared` (same front verdict with the shared latencies) to every setting of `results`."""
+    lat = latency_by_ratio(results)
+    for r in results.values():
+        a, b = (shared_latency_front(m, lat) for m in r["measured"])
+        common = sorted(set(a) & set(b))
+        r["front_shared"] = sum(a[k] == b[k] for k in common) / len(common)
 
 
 def agreement(a: dict[str, tuple[bool, bool]], b: dict[str, tuple[bool, bool]]) -> dict[str, float]:
@@ -117,15 +153,18 @@ def main(argv: list[str] | None = None) -> None:
             if not teacher_model.exists():  # the first launch fine-tuned the teacher: every later run uses it as is
                 cached = next(p for p in (store / "cache" / "teachers").iterdir() if (p / "DONE").exists())
                 shutil.copytree(cached / "model", teacher_model)
-            v, spent, per_point = verdicts(store, name)
-            runs.append({"base": base, "verdicts": v, "trainings": spent, "seeds": per_point, "wall_s": secs})
+            v, spent, per_point, measured = verdicts(store, name)
+            runs.append({"base": base, "verdicts": v, "trainings": spent, "seeds": per_point, "wall_s": secs,
+                         "measured": measured})
             print(f"{setting} seed base {base}: {len(v)} points, {spent:g} student trainings, wall {secs:.0f} s; seeds "
                   f"per point {sorted(per_point.values())}", flush=True)
         a = agreement(runs[0]["verdicts"], runs[1]["verdicts"])
         results[setting] = {**a, "trainings": [r["trainings"] for r in runs], "seeds": [r["seeds"] for r in runs],
-                            "wall_s": [r["wall_s"] for r in runs]}
+                            "wall_s": [r["wall_s"] for r in runs], "measured": [r["measured"] for r in runs]}
+        shared_front_agreement(results)
         print(f"{setting}: same verdict in both runs: front {a['front']:.0%}, ~teacher {a['teacher']:.0%}, both "
-              f"{a['both']:.0%} of {a['points']} points", flush=True)
+              f"{a['both']:.0%} of {a['points']} points; front with shared latencies "
+              f"{results[setting]['front_shared']:.0%}", flush=True)
         (args.work / "results.json").write_text(json.dumps(results, indent=2, default=str))
         if args.doc:  # after every setting: a run cut short still leaves the settings it finished
             write_doc(args, results)
@@ -148,13 +187,14 @@ def write_doc(args, results: dict) -> None:
     import torch
 
     rows = ["| seeds | points | student trainings (run 1 / run 2) | same front verdict | same ~teacher verdict | "
-            "same both | seeds per point (run 1; run 2) |", "|---|---|---|---|---|---|---|"]
+            "same both | same front verdict, shared latencies | seeds per point (run 1; run 2) |",
+            "|---|---|---|---|---|---|---|---|"]
     for setting, r in results.items():
         per = "; ".join(",".join(str(s) for s in sorted(d.values())) for d in r["seeds"])
         label = {"fixed-1": "fixed 1", "fixed-2": "fixed 2",
                  "adaptive": f"adaptive {{min 1, max {args.max_seeds}}}, max_trainings = fixed 2's"}[setting]
         rows.append(f"| {label} | {r['points']} | {r['trainings'][0]:g} / {r['trainings'][1]:g} | {r['front']:.0%} | "
-                    f"{r['teacher']:.0%} | {r['both']:.0%} | {per} |")
+                    f"{r['teacher']:.0%} | {r['both']:.0%} | {r['front_shared']:.0%} | {per} |")
     cmd = "python benchmarks/front_stability.py" + (" --full-grid" if args.full_grid else "") + \
         f" --bases {args.bases[0]} {args.bases[1]} --doc {args.doc}"
     block = "\n".join([
@@ -164,7 +204,10 @@ def write_doc(args, results: dict) -> None:
         f"{platform.processor() or 'CPU'}, torch {torch.__version__}, {torch.get_num_threads()} threads.  ",
         f"Grid: {'the demo grid' if args.full_grid else 'the demo grid at fp32 in PyTorch (its distinct trainings)'}; "
         f"seed bases {args.bases[0]} and {args.bases[1]}; one teacher for every run.",
-        "", *rows, "<!-- /front_stability -->"])
+        "", *rows, "",
+        "Shared latencies (ms, batch 1, median of every p50 measured at that ratio in this benchmark): "
+        + ", ".join(f"ratio {k:g}: {v:.1f}" for k, v in sorted(latency_by_ratio(results).items())) + ".",
+        "<!-- /front_stability -->"])
     text = args.doc.read_text() if args.doc.exists() else "# Front stability\n\n<!-- front_stability -->\n<!-- /front_stability -->\n"
     start, end = text.index("<!-- front_stability -->"), text.index("<!-- /front_stability -->") + len("<!-- /front_stability -->")
     args.doc.write_text(text[:start] + block + text[end:])
