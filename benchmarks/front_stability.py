@@ -51,6 +51,7 @@ def verdicts(store: Path, name: str) -> tuple[dict[str, tuple[bool, bool]], floa
     import optuna
 
     from orchestrator import pareto
+    from trainers import metrics as M
     from orchestrator.record import study_record, trial_point, trial_record
     from orchestrator.report import front_report
     from orchestrator.seed_rounds import current, seeds_of, trainings_spent
@@ -69,9 +70,8 @@ def verdicts(store: Path, name: str) -> tuple[dict[str, tuple[bool, bool]], floa
         metrics = trial_record(t).metrics
         out[key] = (t.number in front, pareto.versus_teacher(metrics, baseline) == "~teacher")
         seeds[key] = seeds_of(t, spec)
-        measured[key] = {"ratio": float(trial_point(t)["pruning_ratio"]), "val_accuracy": metrics.get("val_accuracy"),
-                         "latency_ms": metrics.get("latency_ms_p50_bs1"),
-                         "feasible": pareto.feasible(t)}
+        measured[key] = {"ratio": float(trial_point(t)["pruning_ratio"]), "val_accuracy": metrics.get(M.VAL_ACCURACY),
+                         "latency_ms": metrics.get(M.LATENCY_P50_BS1), "feasible": pareto.feasible(t)}
     return out, trainings_spent(trials), seeds, measured
 
 
@@ -80,8 +80,11 @@ def shared_latency_front(measured: dict[str, dict], latency_by_ratio: dict[float
     p50 this benchmark measured at that ratio: the same architecture, so the same true latency). Only the
     students' seeds then move the verdict: non-dominated (accuracy max, latency min) among the feasible points."""
     pts = {k: (m["val_accuracy"], latency_by_ratio[m["ratio"]]) for k, m in measured.items() if m["feasible"]}
-    return {k: k in pts and not any(a2 >= a and l2 <= l and (a2 > a or l2 < l) for a2, l2 in pts.values())
-            for k, (a, l) in ((k, pts.get(k, (None, None))) for k in measured)}
+
+    def dominated(a: float, lat: float) -> bool:
+        return any(a2 >= a and l2 <= lat and (a2, l2) != (a, lat) for a2, l2 in pts.values())
+
+    return {k: k in pts and not dominated(*pts[k]) for k in measured}
 
 
 def latency_by_ratio(results: dict) -> dict[float, float]:
