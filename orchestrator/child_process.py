@@ -281,13 +281,20 @@ def tail(path: Path, n: int = 4000) -> str:
 
 
 def pid_alive(pid: int) -> bool:
+    """`pid` runs. A zombie does not: it still answers kill(0) until reaped, and in a container whose
+    PID 1 does not reap, a dead worker's zombie stays until the container ends."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
 
 
 def process_alive(pid: int, started: float | None = None) -> bool:

@@ -44,37 +44,35 @@ def close_lost_run(ctx: Context, run_id: str, number: int, log: Log) -> TrialSta
 
 def record_failure(ctx: Context, trial: AnyTrial, reason: str, *, log: Log, run_id: str | None = None,
                    interrupted: bool = False, retry: bool = True, log_path: Path | None = None) -> bool:
-    """FAIL in Optuna (with the reason), then the MLflow run, then queue it again when that is due.
+    """FAIL in Optuna (with the reason) and, when that is due, the point queued again, as one step
+    under the storage lock; then the MLflow run.
 
     An interrupted trial is queued again at once without using up an attempt (it was not its
     fault), so another worker, or the relaunch, picks it up; with `retry` (a dead worker or a
     process killed by a signal) it is retried up to budget.max_retries; an error the trial
     reported itself would only repeat, and is left to `sweep retry`. False when another worker
     had already finished the trial (nothing recorded).
+
+    FAIL and the retry are one step because an executor that asks for work between them would
+    see neither a running nor a waiting trial and end the sweep with the retry never run. A crash
+    between that step and the MLflow run leaves the run RUNNING, which `close_orphan_runs` ends.
     """
-    if not mark_failed(ctx.study, trial, reason, interrupted=interrupted):
-        return False
-    now = frozen(ctx.study, trial)
-    record = trial_record(now)
+    with ctx.locked():
+        if not mark_failed(ctx.study, trial, reason, interrupted=interrupted):
+            return False
+        now = frozen(ctx.study, trial)
+        record = trial_record(now)
+        attempt = record.attempt if interrupted else record.attempt + 1
+        due = (interrupted or retry) and attempt <= ctx.spec.budget.max_retries + 1
+        queued = due and requeue(ctx.study, trial_point(now), attempt=attempt, retry_of=now.number)
     close_run(ctx, run_id or record.mlflow_run_id, reason, KILLED if interrupted else FAILED, log_path)
     log(f"trial {trial.number}: {'interrupted' if interrupted else 'FAILED'}: {reason.splitlines()[0][:300]}")
-    if interrupted:
-        retry_point(ctx, now, record.attempt, log)
-    elif retry:
-        retry_point(ctx, now, record.attempt + 1, log)
-    return True
-
-
-def retry_point(ctx: Context, t: FrozenTrial, attempt: int, log: Log) -> bool:
-    """Queue `t`'s point again as attempt `attempt`, unless budget.max_retries is used up."""
-    if attempt > ctx.spec.budget.max_retries + 1:
-        log(f"trial {t.number}: not retried (budget.max_retries = {ctx.spec.budget.max_retries} used up; `sweep retry` reruns it)")
-        return False
-    with ctx.locked():
-        queued = requeue(ctx.study, trial_point(t), attempt=attempt, retry_of=t.number)
     if queued:
-        log(f"trial {t.number}: queued again (attempt {attempt})")
-    return queued
+        log(f"trial {trial.number}: queued again (attempt {attempt})")
+    elif (interrupted or retry) and not due:
+        log(f"trial {trial.number}: not retried (budget.max_retries = {ctx.spec.budget.max_retries} used up; "
+            "`sweep retry` reruns it)")
+    return True
 
 
 def record_orchestrator_error(ctx: Context, trial: optuna.Trial, exc: Exception, log: Log) -> None:

@@ -231,6 +231,56 @@ def test_dead_local_worker_is_reaped_its_run_failed_and_its_point_retried_once(b
     assert any("not retried" in line for line in logs)
 
 
+def test_a_dead_local_workers_zombie_counts_as_gone(bookkeeping):
+    """Where PID 1 does not reap (a container without an init), a dead worker's zombie keeps its pid and
+    answers kill(0): it is still reaped at once as gone, not after the heartbeat grace."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from orchestrator.recovery import reap_stale
+
+    ctx = _context(bookkeeping, "reap-zombie")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and stays a zombie until we wait for it
+    try:
+        zombie = psutil.Process(proc.pid)
+        deadline = time.time() + 30
+        while zombie.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+            time.sleep(0.05)
+        assert zombie.status() == psutil.STATUS_ZOMBIE
+        trial, _, _ = _start(ctx, pid=proc.pid, pid_start=zombie.create_time())
+        assert reap_stale(ctx, print) == 1  # on first sight: no heartbeat grace to wait out
+        assert "worker process is gone" in ctx.study.trials[trial.number].user_attrs["fail_reason"]
+    finally:
+        proc.wait()
+
+
+def test_an_executor_asking_while_a_dead_workers_trial_is_failed_finds_its_retry(bookkeeping, monkeypatch):
+    """The sweep's last trial dies: an executor that asks for work at any moment of the reaping gets the
+    retry (or waits), never 'sweep done' with the retry queued after it left (a race CI once hit)."""
+    import optuna
+
+    from orchestrator import recovery
+    from orchestrator.trial_queue import next_trial
+
+    ctx = _context(bookkeeping, "reap-race", **{"search_space.pruning_ratio": [0.0], "search_space.distill_alpha": [0.0],
+                                                "budget.max_retries": 1})
+    trial, params, _ = _start(ctx, pid=_dead_pid(), pid_start=None)
+    asked: list = []
+    close_run = recovery.close_run
+
+    def ask_then_close(*args, **kwargs):  # another executor asks while the failure is being recorded
+        asked.append(next_trial(ctx, None))
+        return close_run(*args, **kwargs)
+
+    monkeypatch.setattr(recovery, "close_run", ask_then_close)
+    assert recovery.reap_stale(ctx, print) == 1
+    assert len(asked) == 1 and isinstance(asked[0], optuna.Trial), f"the executor was told {asked[0]!r}"
+    retry = ctx.study.trials[asked[0].number]
+    assert retry.user_attrs["retry_of"] == trial.number and retry.system_attrs["fixed_params"] == params
+
+
 def test_remote_worker_is_judged_by_its_heartbeat_on_this_machines_clock(bookkeeping):
     from orchestrator.recovery import reap_stale
 
