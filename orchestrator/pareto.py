@@ -106,8 +106,8 @@ def pick_with_reason(front: Sequence[FrozenTrial], rule: str, *, rel_tol: float 
     Candidates within the measured noise of the best on the rule's metric are tied (latency within
     its p90-p50 spread or `rel_tol`; accuracy within the paired interval of the difference, from
     `paired(a, b)` -> (low, high), else within each other's interval; parameter counts exactly);
-    of the tied, the most accurate wins, then fewer parameters (`most_accurate`: fewer parameters,
-    then the more accurate). Only trials that meet every constraint qualify.
+    of the tied, the most accurate wins, then fewer parameters, then the better on the rule's own
+    metric (`most_accurate`: fewer parameters, then the more accurate). Only trials that meet every constraint qualify.
     """
     if rule.startswith("trial:") and rule.split(":", 1)[1].isdigit():
         number = int(rule.split(":", 1)[1])
@@ -129,14 +129,15 @@ def pick_with_reason(front: Sequence[FrozenTrial], rule: str, *, rel_tol: float 
     m = {t.number: trial_record(t).metrics for t in candidates}
     acc = lambda t: m[t.number].get(M.VAL_ACCURACY, 0.0)  # noqa: E731
     params = lambda t: m[t.number].get(M.PARAMS_TOTAL, math.inf)  # noqa: E731
-    best = min(candidates, key=lambda t: (sign * m[t.number].get(metric, math.inf * sign), -acc(t), t.number))
+    own = lambda t: sign * m[t.number].get(metric, math.inf * sign)  # noqa: E731 - the rule's own metric
+    best = min(candidates, key=lambda t: (own(t), -acc(t), t.number))
     tied = [t for t in candidates if t is best or _tied(t, best, m, metric, rel_tol, paired)]
     if metric == M.VAL_ACCURACY:
         chosen = min(tied, key=lambda t: (params(t), -acc(t), t.number))
         then = "fewer parameters, then the more accurate"
     else:
-        chosen = min(tied, key=lambda t: (-acc(t), params(t), t.number))
-        then = "the most accurate, then fewer parameters"
+        chosen = min(tied, key=lambda t: (-acc(t), params(t), own(t), t.number))
+        then = f"the most accurate, then fewer parameters, then the better {metric}"
     others = sorted(t.number for t in tied if t is not best)
     if not others:
         return chosen, f"{rule}: trial {best.number} has the best {metric}; no other trial within its noise"

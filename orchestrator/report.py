@@ -135,7 +135,8 @@ def caption(report: FrontReport | None, baseline: dict[str, float]) -> str:
     if report.constraints:
         lines.append("constraints: " + "; ".join(constraint_rule(c) for c in report.constraints))
     lines.append(f"sweep export picks: trials within the measured noise of the best ({pareto.NOISE_RULE}) are tied; "
-                 "the most accurate of them wins, then fewer params (most_accurate: fewer params among the tied)")
+                 "the most accurate of them wins, then fewer params, then the best on the pick's own metric "
+                 "(most_accurate: fewer params among the tied)")
     lines.extend(f"{note} (latency within p90-p50 spread or measure.rel_tol, accuracies within each other's interval; "
                  "fewer params, then lower trial number wins)" for note in report.notes)
     if len(report.baselines) > 1:

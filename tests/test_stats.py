@@ -182,6 +182,16 @@ def test_fastest_no_longer_exports_the_less_accurate_twin():
     assert pareto.pick([_trial(0, 0.80, 10.0, 10.1, 1e6), far], "fastest", rel_tol=0.02).number == 0
 
 
+def test_among_tied_equally_accurate_equal_sized_students_the_rule_still_decides():
+    # the demo's case: two int8 ONNX Runtime students of one size, same val accuracy, 5.59 vs 5.25 ms within noise;
+    # the lower trial number used to win, so `fastest` exported the slower one
+    slower, faster = _trial(19, 0.9848, 5.59, 6.2, 1e6), _trial(23, 0.9848, 5.25, 6.0, 1e6)
+    chosen, why = pareto.pick_with_reason([slower, faster], "fastest", rel_tol=0.02)
+    assert chosen.number == 23 and "within its measured noise" in why and "then the better" in why
+    # a more accurate tied trial still wins over the faster one
+    assert pareto.pick([_trial(19, 0.99, 5.59, 6.2, 1e6), faster], "fastest", rel_tol=0.02).number == 19
+
+
 def test_most_accurate_takes_fewer_params_among_those_the_paired_test_cannot_separate():
     big, small = _trial(0, 0.905, 20.0, 20.1, 2e6), _trial(1, 0.900, 10.0, 10.1, 1e6)
     tie = lambda a, b: (-0.01, 0.005)  # noqa: E731 - the paired interval of a - b contains 0
