@@ -48,6 +48,23 @@ def test_cache_hit_for_same_settings_and_miss_when_data_changes(tmp_path, tiny_e
         load_teacher_logits(first.logits_path, expected_rows=third.meta["train_rows"])
 
 
+def test_the_fine_tuned_teacher_is_the_same_whatever_the_random_state_before_it(tmp_path, tiny_encoder):
+    """The new classifier head is drawn from the training seed: two builds of one key give the same weights and
+    logits, in whatever random state the process was (two fresh `make demo` runs once got different teachers)."""
+    from safetensors.torch import load_file
+
+    csv = make_topics_csv(tmp_path / "a.csv")
+    torch.manual_seed(1)
+    first = _prepare(tiny_encoder, csv, tmp_path / "one")
+    torch.manual_seed(2)
+    second = _prepare(tiny_encoder, csv, tmp_path / "two")
+    assert first.built_now and second.built_now and first.key == second.key
+    a, b = load_file(first.model_dir / "model.safetensors"), load_file(second.model_dir / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = first.meta["train_rows"]
+    assert torch.equal(load_teacher_logits(first.logits_path, rows), load_teacher_logits(second.logits_path, rows))
+
+
 def _race(args):
     encoder, csv, cache = args
     art = _prepare(Path(encoder), Path(csv), Path(cache))

@@ -208,6 +208,7 @@ def _build(model_ref, teacher, label_names, encoded, training, out: Path, device
         _reorder_head(model, order, label_names)
         log("teacher: already a classifier over the dataset's labels; no fine-tuning")
     else:
+        torch.manual_seed(training.seed)  # the new classifier head's initialisation, or each process draws its own
         model = AutoModelForSequenceClassification.from_pretrained(
             model_ref,
             num_labels=len(label_names),
