@@ -284,16 +284,10 @@ def pid_alive(pid: int) -> bool:
     """`pid` runs. A zombie does not: it still answers kill(0) until reaped, and in a container whose
     PID 1 does not reap, a dead worker's zombie stays until the container ends."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+    except psutil.NoSuchProcess:  # gone (ZombieProcess is one too)
         return False
-    except psutil.Error:
+    except psutil.Error:  # not ours to read: it exists
         return True
 
 

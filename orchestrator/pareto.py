@@ -107,7 +107,8 @@ def pick_with_reason(front: Sequence[FrozenTrial], rule: str, *, rel_tol: float 
     its p90-p50 spread or `rel_tol`; accuracy within the paired interval of the difference, from
     `paired(a, b)` -> (low, high), else within each other's interval; parameter counts exactly);
     of the tied, the most accurate wins, then fewer parameters, then the better on the rule's own
-    metric (`most_accurate`: fewer parameters, then the more accurate). Only trials that meet every constraint qualify.
+    metric (`most_accurate`: fewer parameters, then the more accurate). Only trials that meet every
+    constraint qualify.
     """
     if rule.startswith("trial:") and rule.split(":", 1)[1].isdigit():
         number = int(rule.split(":", 1)[1])
