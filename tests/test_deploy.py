@@ -140,6 +140,42 @@ def test_onnx_export_matches_torch_with_dynamic_axes_and_records_parity(tmp_path
         torch.testing.assert_close(logits(session, other), logits(model, other), atol=1e-4, rtol=0)
 
 
+def test_both_exporters_write_the_same_function_and_leave_the_model_as_it_was(tmp_path):
+    """The TorchScript exporter (the fast default) once left every submodule in training mode (dropout on in
+    every later torch forward): the model's mode and logits are what they were before either export."""
+    from trainers.deploy.onnx_export import export_onnx, exporter_of
+
+    model, _ = pruned_student()
+    b = rows(6, 10, seed=6)
+    before = logits(model, b)
+    for exporter in ("torchscript", "dynamo"):
+        path = export_onnx(model, tmp_path / f"{exporter}.onnx", exporter=exporter)
+        assert exporter_of(path) == exporter and not model.training
+        torch.testing.assert_close(logits(model, b), before, atol=0, rtol=0)
+        session = OrtClassifier(path, model.config, threads=1)
+        for n, seq in ((1, 5), (6, 10), (3, 23)):
+            other = rows(n, seq, seed=n)
+            torch.testing.assert_close(logits(session, other), logits(model, other), atol=1e-4, rtol=0)
+    assert exporter_of(export_onnx(model, tmp_path / "auto.onnx")) == "torchscript"
+    with pytest.raises(ValueError, match="exporter 'jit'"):
+        export_onnx(model, tmp_path / "x.onnx", exporter="jit")
+
+
+def test_a_traced_graph_that_disagrees_with_torch_is_exported_again_through_torch_export(tmp_path, monkeypatch):
+    """A trace can bake in a branch taken at the example shape; the parity check catches it and the record
+    says so. Here the trace is made to write another model's graph (fault injected at the trace)."""
+    from trainers.deploy import onnx_export
+
+    model, plan = pruned_student()
+    other, _ = pruned_student(seed=1)
+    real = onnx_export._export_torchscript
+    monkeypatch.setattr(onnx_export, "_export_torchscript", lambda m, path, **kw: real(other, path, **kw))
+    folder = save_pruned(model, None, plan, tmp_path / "s")
+    record = export_with_parity(model, folder, [rows()], threads=1)
+    assert record["exporter"] == "dynamo" and record["fp32"]["ok"] and "re-exported" in record["retraced"]
+    assert json.loads((folder / PARITY_FILE).read_text())["exporter"] == "dynamo"
+
+
 def test_onnxruntime_session_is_measured_by_the_same_harness(tmp_path):
     model, plan = pruned_student()
     folder = save_pruned(model, None, plan, tmp_path / "s")

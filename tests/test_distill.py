@@ -184,3 +184,28 @@ def test_a_trial_with_hidden_state_distillation_loads_its_teacher_and_is_its_own
     assert not any("hidden-state" in line for line in results[0.0][1])
     assert results[1.0][0].stats["final_loss"] > results[0.0][0].stats["final_loss"]  # CE + a positive term
     assert keys[0.0] != keys[1.0]
+
+
+def test_frozen_word_embeddings_keep_the_table_train_the_rest_and_key_their_own_training():
+    """`training.freeze_word_embeddings`: the token table ends exactly as it started (for every family, through
+    its adapter), every other weight still learns, and the option is part of the training key."""
+    from trainers.config import TrialConfig
+    from trainers.data.config import DataConfig
+    from trainers.training_share import training_key
+
+    split = _split()
+    for freeze in (False, True):
+        model = _tiny_bert(0)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        cfg = TrainingConfig(epochs=2, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, max_seq_len=8,
+                             freeze_word_embeddings=freeze)
+        train(model, split, cfg, device="cpu", log=lambda _: None)
+        after = model.state_dict()
+        table = "bert.embeddings.word_embeddings.weight"
+        assert torch.equal(after[table], before[table]) is freeze
+        learned = [k for k in before if k != table and not torch.equal(after[k], before[k])]
+        assert len(learned) > 20  # the encoder, the pooler and the head still train
+    keys = {freeze: training_key(TrialConfig(teacher_dir="t", data=DataConfig(path="d.csv"),
+                                             training=TrainingConfig(freeze_word_embeddings=freeze)),
+                                 teacher_fingerprint="t", data_fingerprint="d") for freeze in (False, True)}
+    assert keys[False] != keys[True]

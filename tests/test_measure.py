@@ -391,6 +391,38 @@ def test_inference_energy_per_1k_predictions_spans_the_sampling_interval():
     assert model.training  # the caller's mode is restored
 
 
+def test_energy_of_a_run_counts_its_forwards_and_tops_up_to_the_sampling_window():
+    """The latency run's forwards are the energy workload: a short run is topped up with the same forward
+    until the tracked span outlasts 3 x measure_power_secs; a long one is not topped up at all."""
+    from trainers.measure.emissions import measure_energy_of_run
+
+    cfg = MeasureConfig(measure_power_secs=0.5)
+    calls = {"top_up": 0}
+
+    def top_up() -> int:
+        calls["top_up"] += 1
+        time.sleep(0.05)
+        return 4
+
+    phases: dict[str, float] = {}
+    metrics, tags = measure_energy_of_run(lambda: 12, top_up, cfg, workload="w", min_seconds=1.0, phases=phases)
+    assert calls["top_up"] >= 15 and int(tags["energy_per_1k_top_up_forwards"]) == calls["top_up"]
+    assert int(tags["energy_per_1k_predictions"]) == 12 + 4 * calls["top_up"]
+    assert float(tags["energy_per_1k_seconds"]) >= 1.5 and phases["energy_s"] >= 1.4  # all of it added by energy
+    assert metrics[ENERGY_PER_1K] == pytest.approx(float(tags["energy_per_1k_total_kwh"]) * 1000 / int(
+        tags["energy_per_1k_predictions"]), rel=1e-3)
+
+    calls["top_up"] = 0
+    phases = {}
+    _, tags = measure_energy_of_run(lambda: time.sleep(1.6) or 40, top_up, cfg, workload="w", min_seconds=1.0,
+                                    phases=phases)
+    assert calls["top_up"] == 0 and tags["energy_per_1k_predictions"] == "40"
+    assert float(tags["energy_per_1k_run_seconds"]) >= 1.6 and phases["energy_s"] < 1.6  # the run is not energy's
+    with pytest.raises(ValueError, match="no predictions"):
+        measure_energy_of_run(lambda: 0, lambda: 0, MeasureConfig(measure_power_secs=0.1), workload="w",
+                              min_seconds=0.1)
+
+
 def test_inference_energy_refuses_no_batches():
     with pytest.raises(ValueError, match="empty"):
         measure_inference_energy(tiny_bert(), [], MeasureConfig())

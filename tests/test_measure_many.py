@@ -74,7 +74,7 @@ def test_a_failed_derivation_leaves_nothing_and_the_next_caller_builds_it(tmp_pa
     assert (folder / "model.onnx").read_bytes() == b"whole"
 
 
-def test_measuring_says_where_its_time_goes_and_scores_validation_in_the_energy_pass():
+def test_measuring_says_where_its_time_goes_and_measures_energy_on_the_latency_run():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -98,7 +98,12 @@ def test_measuring_says_where_its_time_goes_and_scores_validation_in_the_energy_
     measured = measure_model(model, test_batches=test, val_batches=val, num_labels=3, cfg=cfg)
     phases = measured.timings
     assert set(phases) == {"latency_bs4_s", "latency_bs1_s", "test_score_s", "memory_s", "val_score_s", "energy_s"}
-    assert all(v >= 0 for v in phases.values()) and phases["energy_s"] > 1.0  # the loop outlasts the sampling
+    assert all(v >= 0 for v in phases.values()) and phases["energy_s"] > 1.0  # topped up past the sampling window
+    latency = measured.latency[4]
+    tags = measured.tags
+    assert "latency run" in tags["energy_per_1k_workload"] and "[4, 8]" in tags["energy_per_1k_workload"]
+    top_ups = int(tags["energy_per_1k_top_up_forwards"])
+    assert top_ups > 0 and int(tags["energy_per_1k_predictions"]) == 4 * (latency.warmup + latency.repeats + top_ups)
     expected = evaluate(model, val, num_labels=3)
     assert measured.metrics["val_accuracy"] == expected["accuracy"] and measured.metrics["val_macro_f1"] == expected["macro_f1"]
     assert measured.metrics["val_examples"] == 24 and measured.val_per_class_f1 == expected["per_class_f1"]

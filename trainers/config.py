@@ -34,6 +34,9 @@ class TrainingConfig(Strict):
     seeds: int = Field(1, ge=1, le=20, description="train each point this many times (seeds seed, seed+1, ...); "
                        "quality is logged as the mean with _std, _ci95 and per-seed values")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    freeze_word_embeddings: bool = Field(
+        False, description="keep the token embedding table as the teacher has it (no gradient, no optimiser state): "
+        "on a small data set it changes little and it is often half the model's weights, so each step costs less")
     distill_hidden_weight: float = Field(
         0.0, ge=0, description="weight of the hidden-state distillation term (TinyBERT / MiniLM style: MSE between the "
         "student's and the teacher's per-layer hidden states, `trainers.distill.hidden_state_loss`), added to the "

@@ -32,7 +32,8 @@ ENV = "SWEEP_FORKSERVER"  # the socket path, in the environment of every job the
 # it starts a thread or touches CUDA at import; a module that is not installed is skipped.
 PRELOAD = ("torch", "transformers", "trainers.entry", "trainers.config", "trainers.jobs", "trainers.trial",
            "trainers.measuring", "trainers.measure.measure", "trainers.deploy.parity", "trainers.deploy.inference",
-           "codecarbon", "onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript", "torch.onnx")
+           "codecarbon", "codecarbon.core.emissions", "pandas", "transformers.models.bert.tokenization_bert",
+           "onnx", "onnxruntime", "onnxruntime.quantization", "onnxscript", "torch.onnx")
 
 
 def die_with_parent() -> None:
@@ -116,6 +117,9 @@ def serve(path: str) -> None:
             __import__(name)
         except ImportError:
             pass
+    from trainers.measure.emissions import warm_hardware_probe
+
+    warm_hardware_probe()  # CodeCarbon's 1-2 s hardware probe, once for every fork (CPU-only hosts)
     import torch
 
     if torch.cuda.is_initialized():  # pragma: no cover - a preload touched CUDA (is_available() itself would)

@@ -149,7 +149,9 @@ def _measure_onnxruntime(torch_model, model_dir: Path, encoded: dict, measure_cf
     from trainers.measure.memory import MIB, count_parameters, encoder_linear_params
 
     cfg = measure_cfg.model_copy(update={"device": "cpu"})
+    t0 = time.perf_counter()
     session = load_for_inference(model_dir, precision, "onnxruntime", threads=cfg.resolved_threads())
+    session_s = time.perf_counter() - t0  # ONNX Runtime's graph load and optimisation
     cpu_numerics()
     measured = measure_model(session, test_batches=list(batches(encoded["test"], batch_size, shuffle=False)),
                              val_batches=list(batches(encoded["validation"], batch_size, shuffle=False))
@@ -165,6 +167,7 @@ def _measure_onnxruntime(torch_model, model_dir: Path, encoded: dict, measure_cf
                                      "timed forwards (its arena is outside torch's allocator)",
         "params_total": "counted on the torch model the ONNX graph was exported from",
     })
+    measured.timings["session_s"] = session_s
     return measured
 
 

@@ -130,6 +130,10 @@ def train(
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = planned_steps(n, cfg)
 
+    if cfg.freeze_word_embeddings:  # where the table is, is the family adapter's knowledge
+        from trainers.families import adapter_for
+
+        adapter_for(model).word_embeddings(model).weight.requires_grad_(False)
     score_params = list(pruner.score_parameters()) if pruner is not None else []
     score_ids = {id(p) for p in score_params}
     groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in score_ids]}]

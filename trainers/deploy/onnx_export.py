@@ -22,6 +22,8 @@ from trainers.families.base import FamilyAdapter
 ONNX_FILE = "model.onnx"  # fp32 graph
 ONNX_INT8_FILE = "model.int8.onnx"  # ONNX Runtime dynamic quantisation of model.onnx
 INPUT_NAMES = ("input_ids", "attention_mask")
+TORCHSCRIPT_OPSET = 17  # what ONNX Runtime 1.x runs everywhere; the dynamo exporter picks its own
+EXPORTER_KEY = "exporter"  # graph metadata: which torch.onnx exporter wrote it
 EXTERNAL_DATA_BYTES = 1_500_000_000  # protobuf caps a file at 2 GiB: larger models keep weights beside the graph
 
 
@@ -52,12 +54,25 @@ def dequantised(model: nn.Module) -> nn.Module:
     return out
 
 
-def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None) -> Path:
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None, exporter: str = "auto") -> Path:
     """Write `model` as an fp32 ONNX graph with dynamic batch and sequence axes.
 
     bf16/fp16 weights are upcast, int8 weights dequantised, in a copy: the graph computes in fp32 with the
     values the saved student holds (ONNX Runtime's int8 graph is made from it by `quantise_onnx_int8`).
+
+    `exporter`: "torchscript" traces the model once (torch.onnx's TorchScript exporter: 5-7x faster than
+    dynamo on MiniLM-L6, 6 s against 32-42 s on a loaded 2-core CPU); "dynamo" goes through torch.export;
+    "auto" (default) traces and falls back to dynamo when the trace fails, and uses dynamo for models whose
+    weights need external data. The trace's example input has a padded row, so that no shortcut for an
+    all-ones mask is traced in. Which exporter wrote the graph is in its metadata (`exporter_of`);
+    `export_with_parity` checks the graph against torch and re-exports with dynamo when the trace
+    disagrees.
     """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter {exporter!r}: expected one of {', '.join(EXPORTERS)}")
     if any(isinstance(m, (Int8Linear, Int8Embedding)) for m in model.modules()):
         model = dequantised(model)
     path = Path(path)
@@ -69,18 +84,58 @@ def export_onnx(model: nn.Module, path: str | Path, *, opset: int | None = None)
     if adapter is not None and type(adapter).prepare_export is not FamilyAdapter.prepare_export:
         fp32 = copy.deepcopy(fp32) if fp32 is model else fp32  # the family's export needs change a copy only
         adapter.prepare_export(fp32)
-    ids = torch.ones(2, 8, dtype=torch.long)
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     big = sum(p.numel() * 4 for p in fp32.parameters()) > EXTERNAL_DATA_BYTES
+    used = "dynamo" if exporter == "dynamo" or big else "torchscript"
+    was_training = fp32.training
+    try:
+        if used == "torchscript":
+            try:
+                _export_torchscript(fp32, path, opset=opset)
+            except Exception:  # noqa: BLE001 - a family the tracer cannot follow
+                if exporter == "torchscript":
+                    raise
+                used = "dynamo"
+        if used == "dynamo":
+            _export_dynamo(fp32, path, opset=opset, external_data=big)
+    finally:  # the TorchScript exporter restores the wrapper's mode onto every submodule: put the model's back
+        fp32.train(was_training)
+    _strip_metadata(path, external_data=big, exporter=used)
+    return path
+
+
+def _example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.ones(2, 8, dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # a padded row: the general masking path is what gets traced
+    return ids, mask
+
+
+def _export_torchscript(model: nn.Module, path: Path, *, opset: int | None) -> None:
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values in the graph, deprecation notices
+        torch.onnx.export(_LogitsOnly(model).eval(), _example_inputs(), str(path), input_names=list(INPUT_NAMES),
+                          output_names=["logits"], dynamic_axes={**axes, "logits": {0: "batch"}},
+                          opset_version=opset or TORCHSCRIPT_OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _export_dynamo(model: nn.Module, path: Path, *, opset: int | None, external_data: bool) -> None:
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     with warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")  # exporter chatter (torchvision ops, pytree deprecations)
         torch.onnx.export(
-            _LogitsOnly(fp32), (ids, torch.ones_like(ids)), str(path), input_names=list(INPUT_NAMES),
+            _LogitsOnly(model).eval(), _example_inputs(), str(path), input_names=list(INPUT_NAMES),
             output_names=["logits"], dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES},
-            dynamo=True, external_data=big, opset_version=opset, verbose=False,
+            dynamo=True, external_data=external_data, opset_version=opset, verbose=False,
         )
-    _strip_metadata(path, external_data=big)
-    return path
+
+
+def exporter_of(path: str | Path) -> str:
+    """Which exporter wrote the graph at `path` ("torchscript", "dynamo"; "unknown" for older files)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == EXPORTER_KEY), "unknown")
 
 
 def _adapter(model: nn.Module) -> FamilyAdapter | None:
@@ -90,9 +145,9 @@ def _adapter(model: nn.Module) -> FamilyAdapter | None:
         return None
 
 
-def _strip_metadata(path: Path, *, external_data: bool) -> None:
+def _strip_metadata(path: Path, *, external_data: bool, exporter: str) -> None:
     """Drop the exporter's per-node metadata (Python stack traces naming this machine's source files),
-    so an exported graph holds no absolute path."""
+    so an exported graph holds no absolute path; record which exporter wrote it."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -116,6 +171,7 @@ def _strip_metadata(path: Path, *, external_data: bool) -> None:
         for node in function.node:
             del node.metadata_props[:]
     del model.metadata_props[:]
+    model.metadata_props.add(key=EXPORTER_KEY, value=exporter)
     onnx.save(model, str(path))  # external tensors keep their (relative) locations
 
 

@@ -4,6 +4,7 @@ inference energy per 1,000 predictions over a loop long enough for CodeCarbon's 
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import logging
 import threading
@@ -116,6 +117,26 @@ def _new_tracker(cfg: MeasureConfig, output_dir: str | Path | None) -> Any:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         kwargs.update(output_dir=str(output_dir), output_methods=[OutputMethod.CSV])
     return OfflineEmissionsTracker(**kwargs)
+
+
+def warm_hardware_probe(cfg: MeasureConfig | None = None) -> bool:
+    """Run CodeCarbon's hardware probe once in this process (a tracker started and stopped), so that the
+    processes forked from it find it in CodeCarbon's per-process cache (`codecarbon.core.hardware_cache`)
+    instead of paying 1-2 s each (cpuinfo and power-source detection in worker threads, all joined
+    before this returns). Skipped on a host with NVIDIA devices: the probe would initialise NVML in the
+    process that forks, and every job probes its own GPU instead. True when the probe ran."""
+    if glob.glob("/dev/nvidia[0-9]*"):
+        return False
+    try:
+        import codecarbon  # noqa: F401
+
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        tracker = _new_tracker(cfg or MeasureConfig(), None)
+        tracker.start()
+        tracker.stop()
+        return True
+    except Exception:  # noqa: BLE001 - a warm-up only: each job then probes for itself
+        return False
 
 
 def _serialise_measurements(tracker: Any) -> bool:
@@ -270,6 +291,60 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
         "energy_per_1k_predictions": str(predictions),
         "energy_per_1k_full_passes": str(passes),
         "energy_per_1k_batches": f"{len(inputs)} batches per pass, device {device}",
+    })
+    if em.energy_kwh is not None:
+        tags["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"
+    return metrics, tags
+
+
+def measure_energy_of_run(run: Callable[[], int], top_up: Callable[[], int], cfg: MeasureConfig, *,
+                          workload: str, device: str = "cpu", min_seconds: float = INFERENCE_ENERGY_MIN_SECONDS,
+                          phases: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """Inference energy (kWh) and emissions (kg CO2e) per 1,000 predictions of forwards that run anyway.
+
+    `run()` makes forwards (the latency run at the measured batch size) and returns how many predictions
+    they made; the tracker spans it, so those forwards are not paid twice. If it lasted less than
+    max(3 x measure_power_secs, `min_seconds`), `top_up()` (one more forward of the same workload,
+    returning its predictions) runs until it has, so CodeCarbon's sampling still sees whole intervals.
+    `workload` says in words what the forwards are (a tag). `phases` gets `energy_s`: the top-up and the
+    tracker's start and stop, the seconds energy adds to `run`.
+    """
+    target_s = max(3 * cfg.measure_power_secs, min_seconds)
+    t_all = time.perf_counter()
+    run_s = 0.0
+    with track_emissions("infer_per_1k", cfg) as em:
+        t0 = time.perf_counter()
+        predictions = int(run())
+        run_s = time.perf_counter() - t0
+        top_ups = 0
+        while time.perf_counter() - t0 < target_s:
+            predictions += int(top_up())
+            top_ups += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        loop_s = time.perf_counter() - t0
+    if phases is not None:
+        phases["energy_s"] = time.perf_counter() - t_all - run_s
+    if predictions <= 0:
+        raise ValueError("measure_energy_of_run: the run made no predictions")
+    metrics: dict[str, float] = {}
+    if em.energy_kwh is not None and em.emissions_kg_co2e is not None:
+        metrics[ENERGY_PER_1K] = em.energy_kwh * 1000.0 / predictions
+        metrics[EMISSIONS_PER_1K] = em.emissions_kg_co2e * 1000.0 / predictions
+    tags = em.tags()
+    tags.update({
+        "energy_per_1k_method": "CodeCarbon offline tracker around forwards the measurement runs anyway (the latency "
+                                "run), topped up with the same forwards to the target seconds: tracked kWh (kg CO2e) "
+                                "x 1000 / predictions made",
+        "energy_per_1k_workload": workload,
+        "energy_per_1k_unit": "kWh (kg CO2e) per 1,000 predictions",
+        "energy_per_1k_country": cfg.country_iso_code,
+        "energy_per_1k_seconds": f"{loop_s:.3f}",
+        "energy_per_1k_run_seconds": f"{run_s:.3f}",
+        "energy_per_1k_top_up_forwards": str(top_ups),
+        "energy_per_1k_tracked_seconds": f"{em.duration_s:.3f}" if em.duration_s is not None else "unknown",
+        "energy_per_1k_target_seconds": f"{target_s:g} (max of 3 x measure_power_secs, {min_seconds:g} s)",
+        "energy_per_1k_predictions": str(predictions),
     })
     if em.energy_kwh is not None:
         tags["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from trainers import metrics as M
-from trainers.measure.accuracy import Batch, batch_rows, evaluate_rows, scores_and_rows
+from trainers.measure.accuracy import Batch, evaluate_rows
 from trainers.measure.config import MeasureConfig
 from trainers.measure.context import CONTEXT_TAG, measurement_context
-from trainers.measure.emissions import measure_inference_energy
+from trainers.measure.emissions import measure_energy_of_run
 from trainers.measure.hardware import hardware_context
-from trainers.measure.latency import LatencyStats, measure_latency, torch_threads
+from trainers.measure.latency import LatencyStats, measure_latency, synthetic_inputs, torch_threads
 from trainers.measure.memory import (MemoryStats, ModelMemory, count_parameters, encoder_linear_params, measure_model_memory,
                                      model_disk_mb, track_memory)
 from trainers.precision import resolve_device
@@ -72,8 +72,9 @@ def measure_model(
     inference energy, parameter counts (and weight size on disk when `model_dir` is given).
 
     Memory is the peak over the forward passes at [batch_size, seq_len] (warm-up included, so first-time
-    allocations count); energy is per 1,000 predictions over repeated passes that outlast CodeCarbon's
-    sampling interval. The model is moved to the
+    allocations count); energy is per 1,000 predictions of the latency run's forwards at cfg.batch_size,
+    topped up with the same forward until they outlast CodeCarbon's sampling interval
+    (`measure_energy_of_run`). The model is moved to the
     resolved device and left in eval mode.
     """
     device = resolve_device(cfg.device)
@@ -98,9 +99,29 @@ def measure_model(
     phases: dict[str, float] = {}  # seconds per phase of measuring (Measurement.timings)
     with torch_threads(cfg.resolved_threads()) as threads:
         tags.update({f"hw_{k}": v for k, v in hardware_context().items()})  # torch_threads as measured
-        with track_memory("infer", device, sample_interval_s=cfg.memory_sample_interval_s) as mem, \
-                _timed(phases, f"latency_bs{cfg.batch_size}_s"):
-            latency[cfg.batch_size] = measure_latency(model, batch_size=cfg.batch_size, **latency_kwargs)
+        memory: dict[str, MemoryStats] = {}
+        shape = synthetic_inputs(cfg.batch_size, cfg.seq_len, _vocab_size(model), device, cfg.seed)
+
+        def latency_run() -> int:  # the forwards energy is measured on: the latency run at cfg.batch_size
+            with track_memory("infer", device, sample_interval_s=cfg.memory_sample_interval_s) as mem, \
+                    _timed(phases, f"latency_bs{cfg.batch_size}_s"):
+                latency[cfg.batch_size] = stats = measure_latency(model, batch_size=cfg.batch_size, **latency_kwargs)
+            memory["infer"] = mem
+            return (stats.warmup + stats.repeats) * cfg.batch_size
+
+        def one_more() -> int:  # the same forward, for the seconds CodeCarbon's sampling still needs
+            with torch.inference_mode(), autocast():
+                model(**shape)
+            return cfg.batch_size
+
+        # Energy per 1,000 predictions over the latency run's forwards (warm-up + timed, [batch_size,
+        # seq_len]), topped up with the same forwards until they outlast CodeCarbon's sampling interval:
+        # one fixed workload for every model, and no second loop over the data.
+        energy_metrics, energy_tags = measure_energy_of_run(
+            latency_run, one_more, cfg, device=device, phases=phases,
+            workload=f"[{cfg.batch_size}, {cfg.seq_len}] synthetic token ids, full attention mask (the latency "
+                     "run's warm-up and timed forwards, then the same forward repeated)")
+        mem = memory["infer"]
         if cfg.batch_size != 1:
             with _timed(phases, "latency_bs1_s"):
                 latency[1] = measure_latency(model, batch_size=1, **latency_kwargs)
@@ -109,31 +130,14 @@ def measure_model(
             scores, rows = evaluate_rows(model, test_batches, num_labels=num_labels, device=device, autocast=autocast)
         per_row = {"test": rows}
         val_batches = list(val_batches or [])
+        val = None
+        if val_batches:
+            with _timed(phases, "val_score_s"):
+                val, per_row["val"] = evaluate_rows(model, val_batches, num_labels=num_labels, device=device,
+                                                    autocast=autocast)
         with _timed(phases, "memory_s"):
             model_memory = measure_model_memory(model, batch_size=cfg.batch_size, seq_len=cfg.seq_len, device=device,
                                                 autocast=autocast, seed=cfg.seed)
-        # Energy per 1,000 predictions over repeated passes that outlast CodeCarbon's sampling interval;
-        # on validation rows when there are any (the split decisions read), else on test rows. The loop's
-        # first pass over the validation rows is also their scoring: the same forwards, counted once.
-        val_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
-        score_val = (lambda i, out: val_rows.append(batch_rows(val_batches[i]["labels"], out.logits, num_labels, i))
-                     ) if val_batches else None
-        loop: dict[str, float] = {}
-        energy_metrics, energy_tags = measure_inference_energy(model, val_batches or test_batches, cfg, device=device,
-                                                               autocast=autocast, on_first_pass=score_val, phases=loop)
-        energy_tags["energy_per_1k_split"] = "validation" if val_batches else "test"
-        val = None
-        if val_batches:
-            if len(val_rows) != len(val_batches):
-                raise RuntimeError(f"the energy loop scored {len(val_rows)} of {len(val_batches)} validation batches")
-            val, per_row["val"] = scores_and_rows(torch.cat([g for g, _ in val_rows]),
-                                                  torch.cat([lg for _, lg in val_rows]), num_labels)
-        if val_batches:
-            phases["val_score_s"] = loop["first_pass_s"]
-            phases["energy_s"] = loop["energy_extra_s"]
-            energy_tags["val_scoring"] = "the first pass of the energy loop (the same forwards score the validation rows)"
-        else:
-            phases["energy_s"] = loop["first_pass_s"] + loop["energy_extra_s"]
 
     metrics[M.TEST_ACCURACY] = scores["accuracy"]
     metrics[M.TEST_MACRO_F1] = scores["macro_f1"]
@@ -168,6 +172,13 @@ def measure_model(
                        val_per_class_f1=val["per_class_f1"] if val is not None else {},
                        latency=latency, memory=mem, model_memory=model_memory, rows=per_row,
                        timings=phases)
+
+
+def _vocab_size(model: nn.Module) -> int:
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None:
+        raise ValueError("the model has no config.vocab_size (latency and energy inputs are drawn from it)")
+    return int(vocab)
 
 
 @contextlib.contextmanager
