@@ -275,26 +275,35 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
         phases["first_pass_s"] = first_pass_s or loop_s
         phases["energy_extra_s"] = loop_s - phases["first_pass_s"]
 
+    return _per_1k(em, predictions, cfg, loop_s=loop_s, target_s=target_s, min_seconds=min_seconds, tags={
+        "energy_per_1k_method": "CodeCarbon offline tracker around a loop over the batches: tracked kWh (kg CO2e) "
+                                "x 1000 / predictions made",
+        "energy_per_1k_full_passes": str(passes),
+        "energy_per_1k_batches": f"{len(inputs)} batches per pass, device {device}",
+    })
+
+
+def _per_1k(em: EmissionsResult, predictions: int, cfg: MeasureConfig, *, loop_s: float, target_s: float,
+            min_seconds: float, tags: dict[str, str]) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, tags) of a tracked inference span: kWh and kg CO2e per 1,000 predictions, with what was tracked
+    (`tags`: what only the caller knows, e.g. the method and the workload)."""
     metrics: dict[str, float] = {}
     if em.energy_kwh is not None and em.emissions_kg_co2e is not None:
         metrics[ENERGY_PER_1K] = em.energy_kwh * 1000.0 / predictions
         metrics[EMISSIONS_PER_1K] = em.emissions_kg_co2e * 1000.0 / predictions
-    tags = em.tags()  # emissions_{cpu,gpu,ram}_source_infer_per_1k: RAPL / TDP estimate (which TDP) / NVML
-    tags.update({
-        "energy_per_1k_method": "CodeCarbon offline tracker around a loop over the batches: tracked kWh (kg CO2e) "
-                                "x 1000 / predictions made",
+    out = em.tags()  # emissions_{cpu,gpu,ram}_source_infer_per_1k: RAPL / TDP estimate (which TDP) / NVML
+    out.update({
         "energy_per_1k_unit": "kWh (kg CO2e) per 1,000 predictions",
         "energy_per_1k_country": cfg.country_iso_code,
         "energy_per_1k_seconds": f"{loop_s:.3f}",
         "energy_per_1k_tracked_seconds": f"{em.duration_s:.3f}" if em.duration_s is not None else "unknown",
         "energy_per_1k_target_seconds": f"{target_s:g} (max of 3 x measure_power_secs, {min_seconds:g} s)",
         "energy_per_1k_predictions": str(predictions),
-        "energy_per_1k_full_passes": str(passes),
-        "energy_per_1k_batches": f"{len(inputs)} batches per pass, device {device}",
+        **tags,
     })
     if em.energy_kwh is not None:
-        tags["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"
-    return metrics, tags
+        out["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"
+    return metrics, out
 
 
 def measure_energy_of_run(run: Callable[[], int], top_up: Callable[[], int], cfg: MeasureConfig, *,
@@ -311,7 +320,6 @@ def measure_energy_of_run(run: Callable[[], int], top_up: Callable[[], int], cfg
     """
     target_s = max(3 * cfg.measure_power_secs, min_seconds)
     t_all = time.perf_counter()
-    run_s = 0.0
     with track_emissions("infer_per_1k", cfg) as em:
         t0 = time.perf_counter()
         predictions = int(run())
@@ -327,25 +335,11 @@ def measure_energy_of_run(run: Callable[[], int], top_up: Callable[[], int], cfg
         phases["energy_s"] = time.perf_counter() - t_all - run_s
     if predictions <= 0:
         raise ValueError("measure_energy_of_run: the run made no predictions")
-    metrics: dict[str, float] = {}
-    if em.energy_kwh is not None and em.emissions_kg_co2e is not None:
-        metrics[ENERGY_PER_1K] = em.energy_kwh * 1000.0 / predictions
-        metrics[EMISSIONS_PER_1K] = em.emissions_kg_co2e * 1000.0 / predictions
-    tags = em.tags()
-    tags.update({
+    return _per_1k(em, predictions, cfg, loop_s=loop_s, target_s=target_s, min_seconds=min_seconds, tags={
         "energy_per_1k_method": "CodeCarbon offline tracker around forwards the measurement runs anyway (the latency "
                                 "run), topped up with the same forwards to the target seconds: tracked kWh (kg CO2e) "
                                 "x 1000 / predictions made",
         "energy_per_1k_workload": workload,
-        "energy_per_1k_unit": "kWh (kg CO2e) per 1,000 predictions",
-        "energy_per_1k_country": cfg.country_iso_code,
-        "energy_per_1k_seconds": f"{loop_s:.3f}",
         "energy_per_1k_run_seconds": f"{run_s:.3f}",
         "energy_per_1k_top_up_forwards": str(top_ups),
-        "energy_per_1k_tracked_seconds": f"{em.duration_s:.3f}" if em.duration_s is not None else "unknown",
-        "energy_per_1k_target_seconds": f"{target_s:g} (max of 3 x measure_power_secs, {min_seconds:g} s)",
-        "energy_per_1k_predictions": str(predictions),
     })
-    if em.energy_kwh is not None:
-        tags["energy_per_1k_total_kwh"] = f"{em.energy_kwh:.3e}"
-    return metrics, tags
