@@ -65,6 +65,7 @@ def trial_config(ctx: Context, params: dict, number: int, placement: Placement |
         runtime=params.get("runtime", "torch"),
         await_verdict_s=30.0 if spec.pruner.enabled else 0.0,  # pruning never depends on when we polled
         export_onnx=params.get("runtime") == "onnxruntime",  # the others get theirs at export time, if picked
+        onnx_variants="onnxruntime" in spec.search_space.runtime,  # whoever trains exports, once
         # Train once, measure many: trials whose training is identical (fp32/int8 twins) share one.
         trainings_dir=trainings_dir(ctx.root),
     )

@@ -243,3 +243,22 @@ def test_trial_config_takes_a_runtime():
     assert TrialConfig.model_validate({**base, "runtime": "onnxruntime"}).runtime == "onnxruntime"
     with pytest.raises(ValidationError, match="runtime"):
         TrialConfig.model_validate({**base, "runtime": "tensorrt"})
+
+
+def test_a_folder_is_rebuilt_without_initialising_or_quantising_what_its_weights_replace(tmp_path, monkeypatch):
+    from trainers.deploy.folder import build_portable
+    from trainers.families.int8 import Int8Embedding, Int8Linear
+
+    model, plan = pruned_student()
+    folder = save_pruned(model, None, plan, tmp_path / "s", precision="int8")
+    calls = []
+    real = torch.nn.init.normal_
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *a, **k: calls.append(t.shape) or real(t, *a, **k))
+    skeleton = build_portable(folder)
+    assert not calls  # no random initialisation that the loaded weights would overwrite
+    int8 = [m for m in skeleton.modules() if isinstance(m, (Int8Linear, Int8Embedding))]
+    assert int8 and all(not m.weight.any() for m in int8)  # int8 modules of the right shapes, nothing quantised
+    loaded, _ = load_pruned(folder)
+    b = rows()
+    torch.testing.assert_close(logits(loaded, b), logits(load_pruned(folder)[0], b), atol=0, rtol=0)
+    assert not any(not m.weight.any() for m in loaded.modules() if isinstance(m, (Int8Linear, Int8Embedding)))

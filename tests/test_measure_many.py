@@ -29,8 +29,9 @@ def _trial_config(tmp_path: Path, teacher: Path, name: str, **update) -> TrialCo
     csv = make_topics_csv(tmp_path / "topics.csv")
     return TrialConfig(
         name=name, teacher_dir=str(teacher), data=DataConfig(path=csv), data_base_dir=tmp_path,
-        cache_dir=tmp_path / "cache", training=TRAINING, pruning=PruningConfig(method="block_movement", block_size="head"),
-        pruning_ratio=0.5, measure=MEASURE, output_dir=tmp_path / name, trainings_dir=tmp_path / "trainings", **update)
+        cache_dir=tmp_path / "cache", pruning=PruningConfig(method="block_movement", block_size="head"),
+        pruning_ratio=0.5, measure=MEASURE, output_dir=tmp_path / name, trainings_dir=tmp_path / "trainings",
+        **{"training": TRAINING, **update})
 
 
 def test_onnx_runtime_variants_of_one_training_share_one_export(tmp_path, teacher_dir):
@@ -50,6 +51,38 @@ def test_onnx_runtime_variants_of_one_training_share_one_export(tmp_path, teache
     assert json.loads((shared / "onnx_parity.json").read_text())["rows"] > 0
     # each variant was measured on the graph of its own precision
     assert second.metrics["model_disk_mb"] < first.metrics["model_disk_mb"]
+
+
+def test_the_trial_that_trains_exports_for_its_onnx_runtime_variants_and_they_only_link(tmp_path, teacher_dir):
+    from trainers.trial import run_trial
+
+    seeds2 = TRAINING.model_copy(update={"seeds": 2})
+    quiet = lambda _: None  # noqa: E731
+    # a sweep with ONNX Runtime in its space: the torch trial trains both seeds and exports each seed's graphs
+    trained = run_trial(_trial_config(tmp_path, teacher_dir, "t0", precision="fp32", runtime="torch", export_onnx=False,
+                                      onnx_variants=True, training=seeds2), log=quiet)
+    assert trained.reused_training_of is None and trained.timings["onnx_export_s"] > 0
+    assert trained.tags["onnx_export"].startswith("exported by this trial") and "ONNX Runtime variants" in trained.tags["onnx_export"]
+    assert not (tmp_path / "t0" / "model" / "model.onnx").exists()  # a torch trial ships no graph of its own
+    keys = [p.parent.name for p in sorted((tmp_path / "trainings").glob("*/onnx"))]
+    assert len(keys) == 2  # one per seed's training
+    # the ONNX Runtime variants of both seeds export nothing: they link the graphs and score each seed with them
+    for name, precision in (("t1", "fp32"), ("t2", "int8")):
+        variant = run_trial(_trial_config(tmp_path, teacher_dir, name, precision=precision, runtime="onnxruntime",
+                                          export_onnx=True, onnx_variants=True, training=seeds2), log=quiet)
+        assert variant.reused_training_of == "t0" and "onnx_export_s" not in variant.timings
+        assert variant.tags["onnx_export"].startswith("reused")
+        graph = "model.int8.onnx" if precision == "int8" else "model.onnx"
+        assert (tmp_path / name / "model" / graph).stat().st_ino == (tmp_path / "trainings" / variant.training_key / "onnx" / graph).stat().st_ino
+    # a reused torch variant of a sweep with ONNX Runtime exports nothing either (the trainer did)
+    twin = run_trial(_trial_config(tmp_path, teacher_dir, "t3", precision="int8", runtime="torch", export_onnx=False,
+                                   onnx_variants=True, training=seeds2), log=quiet)
+    assert "onnx_export_s" not in twin.timings and "onnx_export" not in twin.tags
+    # the flag is not part of the training: without it the same training is reused, not retrained
+    assert twin.training_key == trained.training_key
+    plain = run_trial(_trial_config(tmp_path, teacher_dir, "t4", precision="fp32", runtime="torch", export_onnx=False,
+                                    training=seeds2), log=quiet)
+    assert plain.reused_training_of == "t0"
 
 
 def test_a_failed_derivation_leaves_nothing_and_the_next_caller_builds_it(tmp_path):

@@ -78,3 +78,6 @@ class TrialConfig(Strict):
     export_onnx: bool = Field(
         True, description="write model.onnx + model.int8.onnx and their parity check (onnx_parity.json) beside the saved student"
     )
+    onnx_variants: bool = Field(
+        False, description="the sweep also serves this training through ONNX Runtime: the trial that trains it exports "
+        "its graphs once, beside the shared training and under its lock, so every ONNX Runtime variant only links them")

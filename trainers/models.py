@@ -47,3 +47,12 @@ def model_fingerprint(resolved: str) -> str:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(chunk)
     return digest.hexdigest()
+
+
+def unloaded(cls: type, config):
+    """`cls(config)` without initialising its weights (transformers' `no_init_weights`): for a model whose
+    every weight is loaded next, strictly; the random initialisation would be thrown away (0.3 s for MiniLM-L6)."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        return cls(config)

@@ -38,7 +38,7 @@ META_FILE = "training.json"
 # field costs a retraining, never a wrong reuse.
 NOT_TRAINING_FIELDS = {"name", "teacher_dir", "teacher_logits", "data_base_dir", "cache_dir", "measure", "precision",
                        "output_dir", "measure_lock", "save_model", "trainings_dir", "runtime", "export_onnx",
-                       "await_verdict_s"}
+                       "onnx_variants", "await_verdict_s"}
 # inside `training:`: evaluation never touches the weights; `seeds` is how many trainings, each keyed by its own `seed`
 NOT_TRAINING_SETTINGS = {"eval_batch_size", "eval_every_steps", "seeds"}
 

@@ -48,6 +48,7 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     t1 = time.perf_counter()
     seeds = [cfg.training.seed + i for i in range(cfg.training.seeds)]
     trainings, per_seed, per_seed_rows = [], [], []
+    exported_keys: set[str] = set()  # the shared trainings whose ONNX graphs this trial exported
     for i, seed in enumerate(seeds):
         seed_cfg = cfg if i == 0 else cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": seed})})
         if i > 0:
@@ -58,19 +59,12 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         trainings.append(trained)
         if trained.stopped_early:
             break
+        onnx_dir = _shared_graphs(cfg, trained, encoded, timings, exported_keys)
         if len(seeds) > 1:  # quality of every seed's model, in its deployed runtime; the rest is measured once, on the kept one
-            onnx_dir = None
-            if cfg.runtime == "onnxruntime" and cfg.export_onnx and cfg.trainings_dir is not None and trained.key:
-                # the graphs of this seed's training, exported once for every ONNX Runtime variant of it
-                t_onnx = time.perf_counter()
-                onnx_dir, exported_now = shared_onnx(cfg.trainings_dir, trained.key, trained.student,
-                                                     validation=encoded["validation"], batch_size=cfg.training.eval_batch_size,
-                                                     threads=cfg.measure.resolved_threads())
-                if exported_now:
-                    timings["onnx_export_s"] = timings.get("onnx_export_s", 0.0) + time.perf_counter() - t_onnx
             scores, rows = score_in_memory(trained.student, encoded, precision=cfg.precision, num_labels=loaded.num_labels,
                                            batch_size=cfg.training.eval_batch_size, device=device, runtime=cfg.runtime,
-                                           threads=cfg.measure.resolved_threads(), onnx_dir=onnx_dir)
+                                           threads=cfg.measure.resolved_threads(),
+                                           onnx_dir=onnx_dir if cfg.runtime == "onnxruntime" else None)
             per_seed.append(scores)
             per_seed_rows.append(rows)
     timings["train_s"] = time.perf_counter() - t1 - timings.get("onnx_export_s", 0.0)  # the seeds' exports apart
@@ -98,23 +92,25 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
         return result
     student, plan = trained.student, trained.plan
 
-    model_dir, onnx_tags = None, {}
+    model_dir, onnx_tags, linked = None, {}, False
     if cfg.save_model:
         model_dir = cfg.output_dir / "model"
-        t_save = time.perf_counter()
-        share_onnx = cfg.export_onnx and cfg.trainings_dir is not None and trained.key is not None
+        t_save, exports_before = time.perf_counter(), timings.get("onnx_export_s", 0.0)
+        linked = cfg.export_onnx and cfg.trainings_dir is not None and trained.key is not None
         save_student(student, tokenizer, plan, model_dir, precision=cfg.precision, validation=encoded["validation"],
                      batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads(),
-                     onnx=cfg.export_onnx and not share_onnx)
-        if share_onnx:  # exported once per training, beside it; every variant links the same files
-            onnx_dir, exported = shared_onnx(cfg.trainings_dir, trained.key, student, validation=encoded["validation"],
-                                             batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads())
-            link_onnx(onnx_dir, model_dir)
-            onnx_tags["onnx_export"] = (f"exported by this trial for training {trained.key}" if exported else
-                                        f"reused: exported once for training {trained.key} by an earlier trial")
+                     onnx=cfg.export_onnx and not linked)
+        if linked:  # exported once per training, beside it (above, here, or by an earlier trial); every variant links them
+            link_onnx(_shared_graphs(cfg, trained, encoded, timings, exported_keys, needed=True), model_dir)
         (model_dir / COMPRESSION_FILE).write_text(json.dumps(_compression(cfg), indent=2))
-        phase = "onnx_export_s" if cfg.export_onnx and (not share_onnx or exported) else "save_s"
-        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t_save
+        phase = "onnx_export_s" if cfg.export_onnx and not linked else "save_s"
+        spent = time.perf_counter() - t_save - (timings.get("onnx_export_s", 0.0) - exports_before)
+        timings[phase] = timings.get(phase, 0.0) + spent
+    if trained.key in exported_keys:
+        onnx_tags["onnx_export"] = f"exported by this trial for training {trained.key}" + (
+            "" if cfg.runtime == "onnxruntime" else ", for the sweep's ONNX Runtime variants of it")
+    elif linked:
+        onnx_tags["onnx_export"] = f"reused: exported once for training {trained.key} by an earlier trial"
 
     t2 = time.perf_counter()
     kept_file = cfg.output_dir / ("kept-" + P.PREDICTIONS_FILE)
@@ -168,6 +164,26 @@ def run_trial(cfg: TrialConfig, log: Log = print) -> TrialResult:
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "result.json").write_text(result.model_dump_json(indent=2))
     return result
+
+
+def _shared_graphs(cfg: TrialConfig, trained, encoded: dict, timings: dict[str, float], exported_keys: set[str], *,
+                   needed: bool = False):
+    """The ONNX graphs of this seed's shared training (`shared_onnx`: exported once, by whoever comes first), or
+    None when nothing here needs them (`needed`: the saved folder links them). An ONNX Runtime variant needs
+    them; with `onnx_variants` the trial that trains exports them at once, so the variants that follow only link
+    them. The seconds exporting go to `onnx_export_s`; the trainings exported here to `exported_keys`."""
+    if cfg.trainings_dir is None or not trained.key:
+        return None
+    ort_variant = cfg.runtime == "onnxruntime" and cfg.export_onnx
+    if not (needed or ort_variant or (cfg.onnx_variants and trained.reused_from is None)):
+        return None
+    t0 = time.perf_counter()
+    onnx_dir, exported_now = shared_onnx(cfg.trainings_dir, trained.key, trained.student, validation=encoded["validation"],
+                                         batch_size=cfg.training.eval_batch_size, threads=cfg.measure.resolved_threads())
+    if exported_now:
+        timings["onnx_export_s"] = timings.get("onnx_export_s", 0.0) + time.perf_counter() - t0
+        exported_keys.add(trained.key)
+    return onnx_dir
 
 
 def _kept_seed(per_seed: list[dict[str, float]]) -> int:

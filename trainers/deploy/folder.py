@@ -140,5 +140,7 @@ def portable_classes_of(model_dir: str | Path) -> tuple[type, type]:
 
 def build_portable(model_dir: str | Path) -> nn.Module:
     """The architecture a portable folder describes, weights not loaded yet (the caller loads them strictly)."""
+    from trainers.models import unloaded
+
     cfg_cls, model_cls = portable_classes_of(model_dir)
-    return model_cls(cfg_cls.from_pretrained(model_dir))
+    return unloaded(model_cls, cfg_cls.from_pretrained(model_dir))

@@ -38,7 +38,7 @@ class Int8Linear(nn.Linear):
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.zeros(out_features, in_features, dtype=torch.int8), requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     def reset_parameters(self) -> None:  # weights always come from a checkpoint or from_linear
         pass
@@ -127,11 +127,22 @@ def replace_module(root: nn.Module, old: nn.Module, new: nn.Module) -> int:
     return done
 
 
-def quantise_model(adapter, model: nn.Module) -> nn.Module:
-    """In place: every Linear inside `adapter.layers(model)` and the word embeddings become int8."""
+def quantise_model(adapter, model: nn.Module, *, skeleton: bool = False) -> nn.Module:
+    """In place: every Linear inside `adapter.layers(model)` and the word embeddings become int8.
+
+    `skeleton`: int8 modules of the same shapes with zero weights, nothing quantised (a model whose int8
+    weights are loaded next: quantising the float weights it was built with would be thrown away)."""
     for layer in adapter.layers(model):
-        quantise_linears(layer)
+        if skeleton:
+            for module in list(layer.modules()):
+                for name, child in list(module.named_children()):
+                    if type(child) is nn.Linear:
+                        setattr(module, name, Int8Linear(child.in_features, child.out_features, bias=child.bias is not None))
+        else:
+            quantise_linears(layer)
     emb = adapter.word_embeddings(model)
     if type(emb) is nn.Embedding:
-        replace_module(model, emb, Int8Embedding.from_embedding(emb))
+        new = (Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx) if skeleton
+               else Int8Embedding.from_embedding(emb))
+        replace_module(model, emb, new)
     return model

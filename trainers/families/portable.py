@@ -69,8 +69,8 @@ def restructure(adapter: FamilyAdapter, model: nn.Module) -> None:
     for layer, kept, width in zip(layers, heads, widths):
         shrink_layer(adapter, layer, kept, list(range(width)), shape)
     weight_dtype = getattr(config, DTYPE_FIELD, "float")
-    if weight_dtype == "int8":
-        quantise_model(adapter, model)
+    if weight_dtype == "int8":  # int8 modules of these shapes; their weights and scales are loaded next
+        quantise_model(adapter, model, skeleton=True)
     elif weight_dtype != "float":
         raise ValueError(f"config.{DTYPE_FIELD}={weight_dtype!r}; expected 'float' or 'int8'")
 

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from trainers.deploy.folder import build_portable, is_portable, portable_classes_of, save_portable
 from trainers.pruning.plan import CONFIG_FIELD, PruningPlan, apply_plan
+from trainers.models import unloaded
 
 PLAN_FILE = "pruning_plan.json"
 
@@ -114,7 +115,7 @@ def load_pruned(model_dir: str | Path) -> tuple[nn.Module, Any]:
         if problems:
             raise ValueError(f"{model_dir}: weights do not match {cls.__name__}: {problems}")
     else:
-        model = cls(config)
+        model = unloaded(cls, config)  # every weight is loaded below, strictly
         apply_plan(model, plan)
         load_state_strict(model, model_dir)
     return model.eval(), _tokenizer(model_dir)
