@@ -107,12 +107,15 @@ class Int8Embedding(nn.Module):
         return F.embedding(ids, self.weight).float() * self.weight_scale[ids].unsqueeze(-1)
 
 
-def quantise_linears(root: nn.Module) -> nn.Module:
-    """In place: every plain nn.Linear under `root` becomes an Int8Linear."""
+def quantise_linears(root: nn.Module, *, skeleton: bool = False) -> nn.Module:
+    """In place: every plain nn.Linear under `root` becomes an Int8Linear (`skeleton`: of its shape, zero
+    weights, nothing quantised)."""
     for module in list(root.modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is nn.Linear:
-                setattr(module, child_name, Int8Linear.from_linear(child))
+                new = (Int8Linear(child.in_features, child.out_features, bias=child.bias is not None) if skeleton
+                       else Int8Linear.from_linear(child))
+                setattr(module, child_name, new)
     return root
 
 
@@ -133,13 +136,7 @@ def quantise_model(adapter, model: nn.Module, *, skeleton: bool = False) -> nn.M
     `skeleton`: int8 modules of the same shapes with zero weights, nothing quantised (a model whose int8
     weights are loaded next: quantising the float weights it was built with would be thrown away)."""
     for layer in adapter.layers(model):
-        if skeleton:
-            for module in list(layer.modules()):
-                for name, child in list(module.named_children()):
-                    if type(child) is nn.Linear:
-                        setattr(module, name, Int8Linear(child.in_features, child.out_features, bias=child.bias is not None))
-        else:
-            quantise_linears(layer)
+        quantise_linears(layer, skeleton=skeleton)
     emb = adapter.word_embeddings(model)
     if type(emb) is nn.Embedding:
         new = (Int8Embedding(emb.num_embeddings, emb.embedding_dim, emb.padding_idx) if skeleton

@@ -228,8 +228,6 @@ INFERENCE_ENERGY_MIN_SECONDS = 3.0  # floor on the measured loop, whatever the s
 def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], cfg: MeasureConfig, *,
                              device: str = "cpu", autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
                              min_seconds: float = INFERENCE_ENERGY_MIN_SECONDS,
-                             on_first_pass: Callable[[int, Any], None] | None = None,
-                             phases: dict[str, float] | None = None,
                              ) -> tuple[dict[str, float], dict[str, str]]:
     """Inference energy (kWh) and emissions (kg CO2e) per 1,000 predictions, ready to log as (metrics, tags).
 
@@ -237,11 +235,8 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
     interpolation. The batches (labels dropped, moved to `device` before the tracker starts) are run in
     a loop, in eval + inference mode under `autocast`, until at least max(3 x measure_power_secs,
     `min_seconds`) have elapsed and at least one full pass is done; every row of every batch run counts
-    as one prediction. No metrics (only an error tag) when CodeCarbon failed.
-
-    `on_first_pass(i, output)` sees the model's output on batch i of the first pass, so a caller can
-    score that pass (the validation scoring) instead of running it again; `phases` gets the seconds of
-    the first pass (`first_pass_s`) and of the loop after it (`energy_extra_s`).
+    as one prediction. No metrics (only an error tag) when CodeCarbon failed. (A trial's measuring uses
+    `measure_energy_of_run` instead: the forwards of its latency run, no loop of their own.)
     """
     inputs = [{k: v.to(device) for k, v in b.items() if k != "labels"} for b in batches]
     if not inputs:
@@ -254,16 +249,11 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
     try:
         with torch.inference_mode(), track_emissions("infer_per_1k", cfg) as em:
             t0 = time.perf_counter()
-            first_pass_s = None
             for done, batch in enumerate(itertools.cycle(inputs), start=1):
                 with autocast():
-                    output = model(**batch)
-                if on_first_pass is not None and done <= len(inputs):
-                    on_first_pass(done - 1, output)
+                    model(**batch)
                 predictions += int(batch["input_ids"].shape[0])
                 passes = done // len(inputs)
-                if done == len(inputs):
-                    first_pass_s = time.perf_counter() - t0
                 if passes >= 1 and time.perf_counter() - t0 >= target_s:
                     break
             if cuda:
@@ -271,10 +261,6 @@ def measure_inference_energy(model: Any, batches: Iterable[Mapping[str, Any]], c
             loop_s = time.perf_counter() - t0
     finally:
         model.train(was_training)
-    if phases is not None:
-        phases["first_pass_s"] = first_pass_s or loop_s
-        phases["energy_extra_s"] = loop_s - phases["first_pass_s"]
-
     return _per_1k(em, predictions, cfg, loop_s=loop_s, target_s=target_s, min_seconds=min_seconds, tags={
         "energy_per_1k_method": "CodeCarbon offline tracker around a loop over the batches: tracked kWh (kg CO2e) "
                                 "x 1000 / predictions made",
